@@ -1,0 +1,252 @@
+"""Every option in one place: pydantic models that refuse unknown keys and impossible values.
+
+A config is YAML with four sections, `data`, `model`, `train` and `decode` (see configs/).
+`load_config` turns every validation problem into one DragomanError that names the YAML path
+(e.g. `model.heads`) and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dragoman.errors import DragomanError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TokenizerConfig(Section):
+    kind: Literal["bpe", "unigram", "word", "char"] = "bpe"
+    vocab_size: int = Field(8000, ge=8, description="including the 4 special tokens")
+    min_freq: int = Field(1, ge=1, description="word/char: rarer tokens become <unk>")
+    sample_size: int = Field(
+        1_000_000, ge=100, description="sentences the subword model is trained on"
+    )
+
+
+class DataConfig(Section):
+    src: str = Field(description="source file suffix, e.g. 'en' for train.en")
+    tgt: str = Field(description="target file suffix, e.g. 'de'")
+    train: str = Field(description="path prefix of the training pair: {train}.{src}, {train}.{tgt}")
+    dev: str | None = None
+    test: str | None = None
+    max_len: int = Field(
+        128, ge=1, description="tokens; longer training pairs are dropped, inputs truncated"
+    )
+    joint_vocab: bool = Field(True, description="one tokenizer for both sides")
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    tgt_tokenizer: TokenizerConfig | None = Field(None, description="a different target tokenizer")
+
+    @model_validator(mode="after")
+    def _joint_means_one_tokenizer(self) -> DataConfig:
+        if self.joint_vocab and self.tgt_tokenizer is not None:
+            raise ValueError("data.tgt_tokenizer needs data.joint_vocab: false")
+        return self
+
+    def files(self, split: str) -> tuple[Path, Path] | None:
+        prefix = getattr(self, split)
+        return (
+            None if prefix is None else (Path(f"{prefix}.{self.src}"), Path(f"{prefix}.{self.tgt}"))
+        )
+
+
+class ModelConfig(Section):
+    arch: Literal["transformer"] = "transformer"
+    d_model: int = Field(256, ge=8)
+    heads: int = Field(4, ge=1)
+    ff: int = Field(1024, ge=1, description="feed-forward hidden size")
+    enc_layers: int = Field(3, ge=1)
+    dec_layers: int = Field(3, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    attention_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    norm: Literal["pre", "post"] = "pre"
+    positions: Literal["sinusoidal", "learned"] = "sinusoidal"
+    max_positions: int = Field(1024, ge=8)
+    share_embeddings: bool | None = Field(
+        None, description="source/target; default: when the vocabulary is joint"
+    )
+    tie_output: bool = Field(True, description="decoder input and output embeddings share weights")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        if self.d_model % self.heads:
+            raise ValueError(
+                f"model.heads ({self.heads}) must divide model.d_model ({self.d_model})"
+            )
+        if self.d_model % 2:
+            raise ValueError(f"model.d_model must be even, got {self.d_model}")
+        return self
+
+
+class OptimizerConfig(Section):
+    name: Literal["adam", "adamw", "sgd", "rmsprop", "adagrad"] = "adam"
+    lr: float = Field(5e-4, gt=0.0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = Field(1e-9, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 (decoupled for adamw)")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd, rmsprop")
+    nesterov: bool = False
+
+
+class ScheduleConfig(Section):
+    name: Literal["constant", "inverse_sqrt", "cosine", "plateau"] = "inverse_sqrt"
+    warmup: int = Field(4000, ge=0, description="steps of linear warm-up (inverse_sqrt, cosine)")
+    min_lr: float = Field(0.0, ge=0.0, description="cosine floor, plateau floor")
+    factor: float = Field(0.5, gt=0.0, lt=1.0, description="plateau: lr *= factor")
+    patience: int = Field(2, ge=0, description="plateau: validations without improvement")
+
+
+class EarlyStoppingConfig(Section):
+    metric: Literal["bleu", "chrf", "loss", "ppl"] = "bleu"
+    patience: int | None = Field(
+        None, ge=1, description="validations without improvement; none = never stop"
+    )
+
+
+class TrainConfig(Section):
+    model_dir: str
+    seed: int = 1
+    batch_tokens: int = Field(
+        4096, ge=1, description="source + target tokens per batch, padding included"
+    )
+    accumulate: int = Field(1, ge=1, description="batches per optimizer step")
+    max_steps: int | None = Field(None, ge=1)
+    max_epochs: int | None = Field(None, ge=1)
+    max_minutes: float | None = Field(None, gt=0)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    clip_grad_norm: float | None = Field(1.0, gt=0.0)
+    validate_every: int = Field(1000, ge=1, description="steps")
+    log_every: int = Field(50, ge=1, description="steps")
+    dev_sentences: int | None = Field(
+        None, ge=1, description="validate BLEU on the first N dev pairs only"
+    )
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    keep_last: int = Field(1, ge=1, description="checkpoints kept besides the best weights")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _has_an_end(self) -> TrainConfig:
+        if self.max_steps is None and self.max_epochs is None and self.max_minutes is None:
+            raise ValueError(
+                "set at least one of train.max_steps, train.max_epochs, train.max_minutes"
+            )
+        return self
+
+
+class DecodeConfig(Section):
+    beam: int = Field(1, ge=1, description="1 = greedy")
+    n_best: int = Field(1, ge=1)
+    length_penalty: float = Field(1.0, ge=0.0, description="GNMT alpha; 0 = raw log-probability")
+    max_len_a: float = Field(1.5, ge=0.0, description="output ≤ a × input length + b tokens")
+    max_len_b: int = Field(10, ge=0)
+    batch_tokens: int = Field(4096, ge=1)
+    sampling: bool = False
+    temperature: float = Field(1.0, gt=0.0)
+    top_k: int = Field(0, ge=0, description="0 = off")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _n_best_fits_beam(self) -> DecodeConfig:
+        if self.n_best > self.beam:
+            raise ValueError(
+                f"decode.n_best ({self.n_best}) cannot exceed decode.beam ({self.beam})"
+            )
+        return self
+
+
+class Config(Section):
+    name: str = "dragoman"
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig
+    decode: DecodeConfig = DecodeConfig()
+
+    @model_validator(mode="after")
+    def _shared_embeddings_need_joint_vocab(self) -> Config:
+        if self.model.share_embeddings and not self.data.joint_vocab:
+            raise ValueError("model.share_embeddings needs data.joint_vocab: true")
+        if self.model.share_embeddings is None:
+            self.model.share_embeddings = self.data.joint_vocab
+        if self.data.max_len + 2 > self.model.max_positions:
+            raise ValueError(
+                f"data.max_len + 2 must fit model.max_positions ({self.model.max_positions})"
+            )
+        return self
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys the config section at `loc` accepts (for 'unknown key' messages)."""
+    model: Any = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if model is None:
+            return None
+    return sorted(model.model_fields)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = tuple(p for p in error["loc"] if p not in ("function-after",))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc)
+        hint = f"; allowed here: {', '.join(allowed)}" if allowed else ""
+        return f"{key}: unknown key{hint}"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    if key == "(top level)" or message.startswith(("data.", "model.", "train.", "decode.")):
+        return message
+    return f"{key}: {message} (got {error.get('input')!r})"
+
+
+def parse_config(raw: Any, source: str = "config") -> Config:
+    if not isinstance(raw, dict):
+        raise DragomanError(
+            "a config must be a YAML mapping with data/model/train/decode sections", file=source
+        )
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        raise DragomanError(
+            f"invalid config: {problems}", file=source, fix="See configs/ for documented examples"
+        ) from None
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DragomanError("config file not found", file=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DragomanError(f"cannot read config: {exc}", file=path) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = None if mark is None else mark.line + 1
+        raise DragomanError(
+            f"not valid YAML: {getattr(exc, 'problem', exc)}", file=path, line=line
+        ) from None
+    return parse_config(raw, str(path))
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

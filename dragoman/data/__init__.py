@@ -1,0 +1,1 @@
+"""Reading, tokenizing, storing and batching parallel text."""

@@ -1,0 +1,39 @@
+"""The decoding contract every model implements, so that `search.py` never asks which model it has.
+
+    memory = model.encode(src)             # source ids (B, S) → Memory
+    state = model.init_state(memory)       # decoder state for B rows
+    logits, state = model.step(tokens, state)   # tokens (B,) → logits (B, V), next state
+    state = state.select(index)            # keep/reorder/repeat rows: beams, finished sentences
+
+A decoder-only language model implements the same with an empty memory; an RNN decoder carries
+its hidden state in the same way (see ROADMAP.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from torch import Tensor
+
+
+@dataclass
+class Memory:
+    """The encoder's output: states (B, S, D) and mask (B, S), True at real (non-pad) tokens."""
+
+    states: Tensor
+    mask: Tensor
+
+
+class DecoderState(Protocol):
+    def select(self, index: Tensor) -> DecoderState:
+        """Rows `index` (1-D LongTensor) of every cached tensor, in that order."""
+        ...
+
+
+class Decoding(Protocol):
+    """What the search needs from a model."""
+
+    def init_state(self, memory: Memory) -> DecoderState: ...
+
+    def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]: ...

@@ -1,0 +1,148 @@
+"""Leaves shared by every model: embeddings, positions, multi-head attention, feed-forward.
+
+Shapes: B batch, S source length, T target length, D model width, H heads, Dh = D / H, V vocab.
+Masks are boolean and True where a position may be attended to (the convention of
+torch.nn.functional.scaled_dot_product_attention).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class TokenEmbedding(nn.Embedding):
+    """Token embeddings scaled by sqrt(D), as in Vaswani et al. (2017)."""
+
+    def __init__(self, vocab_size: int, dim: int, pad_id: int) -> None:
+        super().__init__(vocab_size, dim, padding_idx=pad_id)
+        nn.init.normal_(self.weight, mean=0.0, std=dim**-0.5)
+        with torch.no_grad():
+            self.weight[pad_id].zero_()
+        self.scale = math.sqrt(dim)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return super().forward(ids) * self.scale
+
+
+class SinusoidalPositions(nn.Module):
+    """Fixed sine/cosine position encodings; `offset` lets a decoder step start mid-sequence."""
+
+    def __init__(self, max_len: int, dim: int) -> None:
+        super().__init__()
+        position = torch.arange(max_len).unsqueeze(1)
+        freq = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
+        table = torch.zeros(max_len, dim)
+        table[:, 0::2] = torch.sin(position * freq)
+        table[:, 1::2] = torch.cos(position * freq)
+        # Not saved: it is a function of the config, and a checkpoint should hold only weights.
+        self.register_buffer("table", table, persistent=False)
+
+    def forward(self, length: int, offset: int = 0) -> Tensor:
+        return self.table[offset : offset + length]  # (L, D)
+
+
+class LearnedPositions(nn.Module):
+    """One trained vector per position (BERT, GPT-2)."""
+
+    def __init__(self, max_len: int, dim: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(max_len, dim)
+        nn.init.normal_(self.embedding.weight, mean=0.0, std=dim**-0.5)
+
+    def forward(self, length: int, offset: int = 0) -> Tensor:
+        return self.embedding.weight[offset : offset + length]  # (L, D)
+
+
+def build_positions(kind: str, max_len: int, dim: int) -> nn.Module:
+    return {"sinusoidal": SinusoidalPositions, "learned": LearnedPositions}[kind](max_len, dim)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention through scaled_dot_product_attention.
+
+    Keys and values are projected separately from queries (`project_kv`) so a decoder can
+    project the encoder memory once and cache it, and append one step at a time to its own
+    self-attention cache.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.query = nn.Linear(dim, dim)
+        self.key_value = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+        for linear in (self.query, self.key_value, self.out):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+
+    def _split(self, x: Tensor) -> Tensor:
+        B, L, D = x.shape
+        return x.view(B, L, self.heads, D // self.heads).transpose(1, 2)  # (B, H, L, Dh)
+
+    def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        key, value = self.key_value(x).chunk(2, dim=-1)  # (B, L, D) each
+        return self._split(key), self._split(value)
+
+    def forward(
+        self,
+        x: Tensor,
+        key: Tensor,
+        value: Tensor,
+        mask: Tensor | None = None,
+        causal: bool = False,
+    ) -> Tensor:
+        """x: (B, T, D) queries; key/value: (B, H, L, Dh); mask broadcastable to (B, H, T, L)."""
+        query = self._split(self.query(x))  # (B, H, T, Dh)
+        out = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=causal,
+        )
+        B, H, T, Dh = out.shape
+        return self.out(out.transpose(1, 2).reshape(B, T, H * Dh))  # (B, T, D)
+
+    def weights(self, x: Tensor, key: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The attention probabilities (B, H, T, L), for plots; not used in training or search."""
+        query = self._split(self.query(x))
+        scores = query @ key.transpose(-2, -1) / math.sqrt(query.size(-1))
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return scores.softmax(dim=-1)
+
+
+class FeedForward(nn.Sequential):
+    """Position-wise two-layer network: Linear → ReLU → dropout → Linear."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float) -> None:
+        super().__init__(
+            nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
+        )
+        for linear in (self[0], self[3]):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+
+
+class Block(nn.Module):
+    """What every Transformer layer shares: a residual connection around each sub-layer, with
+    layer norm before it (pre-norm, Xiong et al., 2020) or after the sum (post-norm, the original).
+    """
+
+    def __init__(self, dropout: float, pre_norm: bool) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def sub_in(self, x: Tensor, norm: nn.LayerNorm) -> Tensor:
+        return norm(x) if self.pre_norm else x
+
+    def sub_out(self, x: Tensor, y: Tensor, norm: nn.LayerNorm) -> Tensor:
+        x = x + self.dropout(y)
+        return x if self.pre_norm else norm(x)

@@ -1,0 +1,216 @@
+"""Transformer encoder-decoder (Vaswani et al., 2017, "Attention Is All You Need").
+
+Read leaves first: EncoderLayer → DecoderLayer → Encoder → Decoder → Transformer. The layers come
+from `layers.py`; the encoder-only and decoder-only models reuse the same two layer classes.
+
+Shapes: B batch, S source length, T target length, D model width, H heads, Dh = D / H, V vocab.
+Pre-norm is the default (stable without long warm-up, Xiong et al., 2020); post-norm is the
+original. Attention runs through torch's scaled_dot_product_attention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from dragoman.data.tokenizers import PAD
+from dragoman.models.base import Memory
+from dragoman.models.layers import (
+    Block,
+    FeedForward,
+    MultiHeadAttention,
+    TokenEmbedding,
+    build_positions,
+)
+
+
+class EncoderLayer(Block):
+    """Self-attention over the whole sequence, then a feed-forward network."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ff: int,
+        dropout: float,
+        attention_dropout: float,
+        pre_norm: bool,
+    ):
+        super().__init__(dropout, pre_norm)
+        self.attention = MultiHeadAttention(dim, heads, attention_dropout)
+        self.feed_forward = FeedForward(dim, ff, dropout)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, mask: Tensor | None, causal: bool = False) -> Tensor:
+        h = self.sub_in(x, self.norm1)
+        x = self.sub_out(
+            x, self.attention(h, *self.attention.project_kv(h), mask, causal), self.norm1
+        )
+        return self.sub_out(x, self.feed_forward(self.sub_in(x, self.norm2)), self.norm2)
+
+
+@dataclass
+class KV:
+    key: Tensor  # (B, H, L, Dh)
+    value: Tensor
+
+    def select(self, index: Tensor) -> KV:
+        return KV(self.key.index_select(0, index), self.value.index_select(0, index))
+
+
+class DecoderLayer(Block):
+    """Causal self-attention, attention over the encoder memory, feed-forward.
+
+    `cache` holds the keys/values of the positions decoded so far: given, x is the newest step
+    only and attends to the cache plus itself; absent, x is the whole sequence, masked causally.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ff: int,
+        dropout: float,
+        attention_dropout: float,
+        pre_norm: bool,
+    ):
+        super().__init__(dropout, pre_norm)
+        self.self_attention = MultiHeadAttention(dim, heads, attention_dropout)
+        self.cross_attention = MultiHeadAttention(dim, heads, attention_dropout)
+        self.feed_forward = FeedForward(dim, ff, dropout)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+
+    def forward(
+        self, x: Tensor, memory: KV, memory_mask: Tensor, cache: KV | None = None
+    ) -> tuple[Tensor, KV]:
+        h = self.sub_in(x, self.norm1)
+        key, value = self.self_attention.project_kv(h)
+        if cache is not None:
+            key, value = torch.cat([cache.key, key], dim=2), torch.cat([cache.value, value], dim=2)
+        x = self.sub_out(x, self.self_attention(h, key, value, causal=cache is None), self.norm1)
+        h = self.sub_in(x, self.norm2)
+        x = self.sub_out(
+            x, self.cross_attention(h, memory.key, memory.value, memory_mask), self.norm2
+        )
+        x = self.sub_out(x, self.feed_forward(self.sub_in(x, self.norm3)), self.norm3)
+        return x, KV(key, value)
+
+
+@dataclass
+class TransformerState:
+    """Decoder state for search: per layer the memory's keys/values and the self-attention cache."""
+
+    memory: list[KV]
+    memory_mask: Tensor  # (B, 1, 1, S)
+    cache: list[KV]
+    position: int  # how many target tokens were fed so far
+
+    def select(self, index: Tensor) -> TransformerState:
+        return TransformerState(
+            [kv.select(index) for kv in self.memory],
+            self.memory_mask.index_select(0, index),
+            [kv.select(index) for kv in self.cache],
+            self.position,
+        )
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder; implements the decoding contract of `models/base.py`."""
+
+    def __init__(
+        self,
+        src_vocab: int,
+        tgt_vocab: int,
+        dim: int = 512,
+        heads: int = 8,
+        ff: int = 2048,
+        enc_layers: int = 6,
+        dec_layers: int = 6,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+        pre_norm: bool = True,
+        positions: str = "sinusoidal",
+        max_positions: int = 1024,
+        share_embeddings: bool = False,
+        tie_output: bool = True,
+    ) -> None:
+        super().__init__()
+        layer_args = (dim, heads, ff, dropout, attention_dropout, pre_norm)
+        self.src_embed = TokenEmbedding(src_vocab, dim, PAD)
+        if share_embeddings:
+            if src_vocab != tgt_vocab:
+                raise ValueError("shared embeddings need one joint vocabulary")
+            self.tgt_embed = self.src_embed
+        else:
+            self.tgt_embed = TokenEmbedding(tgt_vocab, dim, PAD)
+        self.src_positions = build_positions(positions, max_positions, dim)
+        self.tgt_positions = build_positions(positions, max_positions, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.encoder = nn.ModuleList(EncoderLayer(*layer_args) for _ in range(enc_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(*layer_args) for _ in range(dec_layers))
+        # Pre-norm leaves the residual stream un-normalised: one last norm on each side.
+        self.enc_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
+        self.dec_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
+        self.output = nn.Linear(dim, tgt_vocab, bias=False)
+        if tie_output:
+            self.output.weight = self.tgt_embed.weight  # Press & Wolf (2017)
+        else:
+            nn.init.normal_(self.output.weight, mean=0.0, std=dim**-0.5)
+        self.max_positions = max_positions
+
+    def _embed(
+        self, ids: Tensor, embed: nn.Module, positions: nn.Module, offset: int = 0
+    ) -> Tensor:
+        if offset + ids.size(1) > self.max_positions:
+            raise ValueError(
+                f"sequence of {offset + ids.size(1)} tokens is longer than max_positions={self.max_positions}"
+            )
+        return self.dropout(embed(ids) + positions(ids.size(1), offset))  # (B, L, D)
+
+    def encode(self, src: Tensor) -> Memory:
+        """src: (B, S) token ids, PAD-padded → Memory with states (B, S, D)."""
+        mask = src != PAD  # (B, S)
+        x = self._embed(src, self.src_embed, self.src_positions)
+        attn_mask = mask[:, None, None, :]  # (B, 1, 1, S)
+        for layer in self.encoder:
+            x = layer(x, attn_mask)
+        return Memory(self.enc_norm(x), mask)
+
+    def _memory_kv(self, memory: Memory) -> list[KV]:
+        return [KV(*layer.cross_attention.project_kv(memory.states)) for layer in self.decoder]
+
+    def decode(self, tgt_in: Tensor, memory: Memory) -> Tensor:
+        """Teacher-forced decoding of whole sequences: tgt_in (B, T) → logits (B, T, V)."""
+        x = self._embed(tgt_in, self.tgt_embed, self.tgt_positions)
+        mask = memory.mask[:, None, None, :]
+        for layer, kv in zip(self.decoder, self._memory_kv(memory)):
+            x, _ = layer(x, kv, mask)
+        return self.output(self.dec_norm(x))
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        return self.decode(tgt_in, self.encode(src))
+
+    def init_state(self, memory: Memory) -> TransformerState:
+        B, _, D = memory.states.shape
+        heads = self.decoder[0].self_attention.heads
+        empty = memory.states.new_zeros(B, heads, 0, D // heads)  # (B, H, 0, Dh)
+        return TransformerState(
+            self._memory_kv(memory),
+            memory.mask[:, None, None, :],
+            [KV(empty, empty) for _ in self.decoder],
+            0,
+        )
+
+    def step(self, tokens: Tensor, state: TransformerState) -> tuple[Tensor, TransformerState]:
+        """One decoding step: tokens (B,) → logits (B, V), using and growing the cache."""
+        x = self._embed(
+            tokens[:, None], self.tgt_embed, self.tgt_positions, state.position
+        )  # (B, 1, D)
+        cache = []
+        for layer, kv, past in zip(self.decoder, state.memory, state.cache):
+            x, new = layer(x, kv, state.memory_mask, past)
+            cache.append(new)
+        logits = self.output(self.dec_norm(x[:, 0]))  # (B, V)
+        return logits, TransformerState(state.memory, state.memory_mask, cache, state.position + 1)

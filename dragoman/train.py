@@ -1,0 +1,279 @@
+"""`dragoman train`: THE loop, top to bottom.
+
+    batch → forward → loss → backward → clip → step → log → validate → checkpoint
+
+A run is described by its `Progress` (step, epoch, position in the epoch, early-stopping state),
+saved with every checkpoint together with the model, optimizer, scheduler and RNG state, so
+`--resume` continues exactly where the last checkpoint left off: the batch order of every epoch is
+a function of (seed, epoch), and nothing else carries state between steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from dragoman.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from dragoman.config import Config, dump_config
+from dragoman.data.batches import Batch, PairBatches
+from dragoman.data.prepare import load_shards, load_tokenizers, prepare
+from dragoman.data.text import read_lines
+from dragoman.data.tokenizers import PAD
+from dragoman.io import atomic_write_text
+from dragoman.metrics import corpus_scores
+from dragoman.models import build_model
+from dragoman.optim import build_optimizer, build_scheduler
+from dragoman.translator import Translator
+
+log = logging.getLogger("dragoman")
+HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "loss": False, "ppl": False}
+
+
+@dataclass
+class Progress:
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0
+    batch: int = 0  # next batch within the epoch
+    best: float | None = None  # best value of the early-stopping metric
+    bad_validations: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0  # training time, summed over resumes
+
+
+def token_loss(logits: Tensor, target: Tensor, smoothing: float) -> Tensor:
+    """Summed label-smoothed cross-entropy (Szegedy et al., 2016) over non-pad target tokens."""
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(),
+        target.reshape(-1),
+        ignore_index=PAD,
+        label_smoothing=smoothing,
+        reduction="sum",
+    )
+
+
+class MetricsLog:
+    """metrics.jsonl (one JSON object per line) and, when installed, TensorBoard."""
+
+    def __init__(self, model_dir: Path, resume_step: int | None) -> None:
+        self.path = model_dir / "metrics.jsonl"
+        if resume_step is not None and self.path.exists():  # forget what came after the checkpoint
+            rows = [
+                r
+                for r in self.path.read_text().splitlines()
+                if r and json.loads(r)["step"] <= resume_step
+            ]
+            atomic_write_text(self.path, "".join(r + "\n" for r in rows))
+        elif resume_step is None:
+            self.path.unlink(missing_ok=True)
+        self.file = open(self.path, "a", encoding="utf-8")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.board = SummaryWriter(str(model_dir / "tensorboard"))
+        except ImportError:
+            self.board = None
+
+    def write(self, kind: str, step: int, **values: float) -> None:
+        self.file.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
+        self.file.flush()
+        if self.board is not None:
+            for name, value in values.items():
+                self.board.add_scalar(f"{kind}/{name}", value, step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.board is not None:
+            self.board.close()
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _finished(progress: Progress, config: Config) -> bool:
+    cfg = config.train
+    return (
+        progress.stopped_early
+        or (cfg.max_steps is not None and progress.step >= cfg.max_steps)
+        or (cfg.max_epochs is not None and progress.epoch >= cfg.max_epochs)
+        or (cfg.max_minutes is not None and progress.seconds >= 60 * cfg.max_minutes)
+    )
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batches: list[Batch], config: Config
+) -> float:
+    """One optimizer step over `batches` (gradient accumulation); returns the loss per token."""
+    tokens = sum(b.tgt_tokens for b in batches)
+    total = 0.0
+    for batch in batches:
+        logits = model(batch.src, batch.tgt_in)  # (B, T, V)
+        loss = token_loss(logits, batch.tgt_out, config.train.label_smoothing) / tokens
+        loss.backward()
+        total += loss.item()
+    if config.train.clip_grad_norm is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_grad_norm, foreach=True)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module,
+    translator: Translator,
+    dev: PairBatches,
+    texts: tuple[list[str], list[str]],
+    device,
+) -> dict[str, float]:
+    """Dev loss and perplexity (no smoothing), and BLEU/chrF of the decoded dev sources."""
+    model.eval()
+    nll, tokens = 0.0, 0
+    for indices in dev.epoch(0, shuffle=False):
+        batch = dev.collate(indices).to(device)
+        nll += token_loss(model(batch.src, batch.tgt_in), batch.tgt_out, 0.0).item()
+        tokens += batch.tgt_tokens
+    hypotheses = translator.translate(texts[0])
+    model.train()
+    loss = nll / max(tokens, 1)
+    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), **corpus_scores(hypotheses, texts[1])}
+
+
+def _dev_texts(config: Config) -> tuple[list[str], list[str]]:
+    src, tgt = (read_lines(p) for p in config.data.files("dev"))
+    keep = [i for i in range(len(src)) if src[i].strip() and tgt[i].strip()][
+        : config.train.dev_sentences
+    ]
+    return [src[i] for i in keep], [tgt[i] for i in keep]
+
+
+def _improved(value: float, progress: Progress, metric: str) -> bool:
+    if progress.best is None:
+        return True
+    return value > progress.best if HIGHER_IS_BETTER[metric] else value < progress.best
+
+
+def train(config: Config, resume: bool = False) -> Path:
+    """Train the model a config describes; returns its model directory."""
+    cfg = config.train
+    model_dir = Path(cfg.model_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = _device(cfg.device)
+
+    prepare(config)
+    atomic_write_text(model_dir / "config.yaml", dump_config(config))
+    src_tok, tgt_tok = load_tokenizers(model_dir, config.data)
+    model = build_model(config.model, src_tok.vocab_size, tgt_tok.vocab_size).to(device)
+    optimizer = build_optimizer(model.parameters(), cfg.optimizer)
+    metric = cfg.early_stopping.metric
+    scheduler = build_scheduler(
+        optimizer, cfg.schedule, cfg.max_steps, "max" if HIGHER_IS_BETTER[metric] else "min"
+    )
+    progress = Progress()
+    if resume:
+        progress = Progress(**load_checkpoint(model_dir, model, optimizer, scheduler))
+        log.info(
+            "resumed from step %d (epoch %d, batch %d)",
+            progress.step,
+            progress.epoch,
+            progress.batch,
+        )
+    metrics = MetricsLog(model_dir, progress.step if resume else None)
+
+    data = PairBatches(*load_shards(config, "train"), cfg.batch_tokens, cfg.seed)
+    dev = (
+        PairBatches(*load_shards(config, "dev"), config.decode.batch_tokens, cfg.seed)
+        if config.data.dev
+        else None
+    )
+    dev_texts = _dev_texts(config) if dev else None
+    translator = Translator(model, config, src_tok, tgt_tok)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info(
+        "model: %s, %.2fM parameters, %d training pairs, device %s",
+        config.model.arch,
+        n_params / 1e6,
+        len(data),
+        device,
+    )
+
+    def checkpoint() -> None:
+        save_checkpoint(model_dir, model, optimizer, scheduler, asdict(progress), cfg.keep_last)
+
+    model.train()
+    epoch = data.epoch(progress.epoch)
+    bar = tqdm(
+        total=cfg.max_steps, initial=progress.step, unit="step", dynamic_ncols=True, mininterval=1.0
+    )
+    window_tokens, window_start = 0, time.perf_counter()
+    while not _finished(progress, config):
+        if progress.batch >= len(epoch):  # next epoch, in a new seeded order
+            progress.epoch, progress.batch = progress.epoch + 1, 0
+            epoch = data.epoch(progress.epoch)
+            continue
+        started = time.perf_counter()
+        group = [
+            data.collate(i).to(device)
+            for i in epoch[progress.batch : progress.batch + cfg.accumulate]
+        ]
+        progress.batch += len(group)
+        loss = train_step(model, optimizer, group, config)
+        if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step()
+        progress.step += 1
+        progress.seconds += time.perf_counter() - started
+        window_tokens += sum(b.src_tokens + b.tgt_tokens for b in group)
+
+        lr = optimizer.param_groups[0]["lr"]
+        if progress.step % cfg.log_every == 0:
+            speed = window_tokens / (time.perf_counter() - window_start)
+            window_tokens, window_start = 0, time.perf_counter()
+            metrics.write(
+                "train", progress.step, loss=loss, lr=lr, tokens_per_s=speed, epoch=progress.epoch
+            )
+            bar.set_postfix(
+                loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{speed:.0f}", epoch=progress.epoch
+            )
+        bar.update(1)
+
+        if progress.step % cfg.validate_every == 0 or _finished(progress, config):
+            if dev is not None:
+                scores = validate(model, translator, dev, dev_texts, device)
+                metrics.write("valid", progress.step, **scores)
+                bar.write(
+                    f"step {progress.step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+                )
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(scores[metric])
+                if _improved(scores[metric], progress, metric):
+                    progress.best, progress.bad_validations = scores[metric], 0
+                    save_weights(model, model_dir / "model.safetensors")
+                else:
+                    progress.bad_validations += 1
+                    patience = cfg.early_stopping.patience
+                    progress.stopped_early = (
+                        patience is not None and progress.bad_validations >= patience
+                    )
+            else:
+                save_weights(model, model_dir / "model.safetensors")
+            checkpoint()
+    bar.close()
+    metrics.close()
+    if progress.stopped_early:
+        log.info(
+            "early stopping: no %s improvement in %d validations", metric, progress.bad_validations
+        )
+    return model_dir

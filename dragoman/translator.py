@@ -1,0 +1,144 @@
+"""Text in, text out: tokenization, batching by tokens, search, detokenization.
+
+from dragoman import Translator
+translator = Translator.load("runs/quickstart/model")
+print(translator.translate(["1234", "56"]))
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from dragoman import search
+from dragoman.checkpoint import last_checkpoint, load_weights
+from dragoman.config import Config, DecodeConfig, load_config
+from dragoman.data.batches import pad
+from dragoman.data.prepare import load_tokenizers
+from dragoman.data.tokenizers import Tokenizer
+from dragoman.errors import DragomanError
+from dragoman.models import build_model
+
+log = logging.getLogger("dragoman")
+
+
+@dataclass
+class Translation:
+    text: str
+    score: float
+
+
+def load_model(
+    model_dir: str | Path, checkpoint: str = "best", device: str = "cpu"
+) -> tuple[nn.Module, Config, Tokenizer, Tokenizer]:
+    """The model of a model directory with its config and tokenizers, in eval mode."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise DragomanError(
+            "model directory not found",
+            file=model_dir,
+            fix="train one with `dragoman train CONFIG`",
+        )
+    config = load_config(model_dir / "config.yaml")
+    src_tok, tgt_tok = load_tokenizers(model_dir, config.data)
+    model = build_model(config.model, src_tok.vocab_size, tgt_tok.vocab_size)
+    weights = model_dir / "model.safetensors"
+    if checkpoint == "last" or not weights.exists():
+        weights = last_checkpoint(model_dir) / "model.safetensors"
+    load_weights(model, weights)
+    return model.to(device).eval(), config, src_tok, tgt_tok
+
+
+class Translator:
+    """Translates lists of strings with a model and its tokenizers."""
+
+    def __init__(
+        self, model: nn.Module, config: Config, src_tok: Tokenizer, tgt_tok: Tokenizer
+    ) -> None:
+        self.model, self.config = model, config
+        self.src_tok, self.tgt_tok = src_tok, tgt_tok
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def load(
+        cls, model_dir: str | Path, checkpoint: str = "best", device: str = "cpu"
+    ) -> Translator:
+        return cls(*load_model(model_dir, checkpoint, device))
+
+    def translate(self, texts: list[str], **options) -> list[str]:
+        """One translation per text; `options` override the config's decode section."""
+        return [nbest[0].text for nbest in self.translate_nbest(texts, **options)]
+
+    def translate_nbest(self, texts: list[str], **options) -> list[list[Translation]]:
+        try:  # the overrides obey the same rules as the config file
+            decode = DecodeConfig.model_validate({**self.config.decode.model_dump(), **options})
+        except ValidationError as exc:
+            raise DragomanError(
+                f"invalid decoding options: {exc.errors()[0]['msg']} ({exc.errors()[0]['loc']})"
+            ) from None
+        ids = self._encode(texts)
+        results: list[list[Translation]] = [[Translation("", 0.0)] for _ in texts]
+        generator = None
+        if decode.sampling and decode.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(decode.seed)
+        for batch in self._batches(ids, decode.batch_tokens):
+            hyps = self._search([ids[i] for i in batch], decode, generator)
+            for i, tokens, scores in zip(batch, hyps.tokens, hyps.scores):
+                results[i] = [
+                    Translation(self.tgt_tok.decode(t), s) for t, s in zip(tokens, scores)
+                ]
+        return results
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        max_len = self.config.data.max_len
+        ids = self.src_tok.encode_batch(texts)
+        long = [i for i, seq in enumerate(ids) if len(seq) > max_len]
+        if long:
+            log.warning(
+                "%d input(s) longer than %d tokens were truncated (first: line %d)",
+                len(long),
+                max_len,
+                long[0] + 1,
+            )
+        return [seq[:max_len] for seq in ids]
+
+    @staticmethod
+    def _batches(ids: list[list[int]], batch_tokens: int) -> list[list[int]]:
+        """Indices of non-empty inputs, sorted by length and cut into batches of ≤ batch_tokens."""
+        order = sorted((i for i, seq in enumerate(ids) if seq), key=lambda i: len(ids[i]))
+        batches, current = [], []
+        for i in order:
+            if current and (len(current) + 1) * len(ids[i]) > batch_tokens:
+                batches.append(current)
+                current = []
+            current.append(i)
+        return batches + ([current] if current else [])
+
+    @torch.inference_mode()
+    def _search(self, ids: list[list[int]], decode: DecodeConfig, generator) -> search.Hypotheses:
+        src = pad([np.asarray(seq) for seq in ids]).to(self.device)
+        lengths = torch.tensor([len(seq) for seq in ids], device=self.device)
+        limit = self.model.max_positions - 1
+        max_len = (lengths * decode.max_len_a + decode.max_len_b).long().clamp(max=limit)
+        state = self.model.init_state(self.model.encode(src))
+        if decode.sampling:
+            return search.sample(
+                self.model,
+                state,
+                max_len,
+                decode.temperature,
+                decode.top_k,
+                decode.top_p,
+                generator,
+            )
+        if decode.beam == 1:
+            return search.greedy(self.model, state, max_len)
+        return search.beam_search(
+            self.model, state, max_len, decode.beam, decode.n_best, decode.length_penalty
+        )
