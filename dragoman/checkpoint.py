@@ -33,9 +33,7 @@ def _digest(tensors: dict[str, Tensor]) -> str:
     return sha.hexdigest()
 
 
-def save_tensors(
-    path: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None
-) -> None:
+def save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta = {**(metadata or {}), "sha256": _digest(tensors)}
     atomic_write_bytes(path, safetensors_bytes(tensors, metadata=meta))
@@ -51,9 +49,7 @@ def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     except FileNotFoundError:
         raise DragomanError("file not found", file=path) from None
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise DragomanError(
-            f"not a readable safetensors file ({exc})", file=path, fix=fix
-        ) from None
+        raise DragomanError(f"not a readable safetensors file ({exc})", file=path, fix=fix) from None
     if "sha256" in metadata and metadata["sha256"] != _digest(tensors):
         raise DragomanError("checksum mismatch: the tensors are corrupted", file=path, fix=fix)
     return tensors, metadata
@@ -79,9 +75,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
     missing, unexpected = expected.keys() - tensors.keys(), tensors.keys() - expected.keys()
     if missing or unexpected:
         problem = f"weights do not fit the model of config.yaml (missing: {sorted(missing)[:3]}, unexpected: {sorted(unexpected)[:3]})"
-        raise DragomanError(
-            problem, file=path, fix="use the config.yaml the model was trained with"
-        )
+        raise DragomanError(problem, file=path, fix="use the config.yaml the model was trained with")
     for key, tensor in tensors.items():
         if tensor.shape != expected[key].shape:
             raise DragomanError(
@@ -110,9 +104,7 @@ def _join_optimizer(tensors: dict[str, Tensor], saved: dict[str, Any]) -> dict[s
             state.setdefault(int(pid), {})[name] = tensor
     for pid, values in saved["scalars"].items():
         state.setdefault(int(pid), {}).update(values)
-    groups = [
-        {k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in saved["param_groups"]
-    ]
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in saved["param_groups"]]
     return {"state": state, "param_groups": groups}
 
 
@@ -179,9 +171,7 @@ def load_checkpoint(
     try:
         trainer = json.loads((path / "trainer.json").read_text())
     except (OSError, ValueError) as exc:
-        raise DragomanError(
-            f"cannot read trainer state ({exc})", file=path / "trainer.json"
-        ) from None
+        raise DragomanError(f"cannot read trainer state ({exc})", file=path / "trainer.json") from None
     optimizer.load_state_dict(_join_optimizer(tensors, trainer["optimizer"]))
     scheduler.load_state_dict(trainer["scheduler"])
     torch.set_rng_state(tensors["rng.torch"])

@@ -41,9 +41,7 @@ def _decode_options(args: argparse.Namespace) -> dict:
 def _add_decode_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("decoding (default: the config's decode section)")
     group.add_argument("--beam", type=int, help="beam size; 1 = greedy")
-    group.add_argument(
-        "--n-best", type=int, help="outputs per input (≤ beam), tab-separated with scores"
-    )
+    group.add_argument("--n-best", type=int, help="outputs per input (≤ beam), tab-separated with scores")
     group.add_argument("--length-penalty", type=float, help="GNMT alpha")
     group.add_argument("--max-len-a", type=float, help="output ≤ a × input tokens + b")
     group.add_argument("--max-len-b", type=int)
@@ -78,9 +76,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     from dragoman.config import load_config
     from dragoman.data.prepare import prepare
 
-    config = load_config(args.config)
-    for split, report in prepare(config, force=True).items():
-        print(report.describe(split, config.data.max_len))
+    prepare(load_config(args.config), force=True)  # logs one line per split
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -106,12 +102,13 @@ def cmd_translate(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from dragoman.data.text import read_lines
+    from dragoman.data.text import iter_lines, read_lines
     from dragoman.metrics import report
 
     refs = read_lines(Path(args.ref))
     if args.hyp:
-        hyps = read_lines(Path(args.hyp))
+        # not read_lines: a model that outputs only empty lines is bad, not an input error
+        hyps = list(iter_lines(Path(args.hyp)))
         name = args.hyp
     elif args.model_dir and args.src:
         from dragoman.translator import Translator

@@ -24,9 +24,7 @@ class TokenizerConfig(Section):
     kind: Literal["bpe", "unigram", "word", "char"] = "bpe"
     vocab_size: int = Field(8000, ge=8, description="including the 4 special tokens")
     min_freq: int = Field(1, ge=1, description="word/char: rarer tokens become <unk>")
-    sample_size: int = Field(
-        1_000_000, ge=100, description="sentences the subword model is trained on"
-    )
+    sample_size: int = Field(1_000_000, ge=100, description="sentences the subword model is trained on")
 
 
 class DataConfig(Section):
@@ -35,9 +33,7 @@ class DataConfig(Section):
     train: str = Field(description="path prefix of the training pair: {train}.{src}, {train}.{tgt}")
     dev: str | None = None
     test: str | None = None
-    max_len: int = Field(
-        128, ge=1, description="tokens; longer training pairs are dropped, inputs truncated"
-    )
+    max_len: int = Field(128, ge=1, description="tokens; longer training pairs are dropped, inputs truncated")
     joint_vocab: bool = Field(True, description="one tokenizer for both sides")
     tokenizer: TokenizerConfig = TokenizerConfig()
     tgt_tokenizer: TokenizerConfig | None = Field(None, description="a different target tokenizer")
@@ -50,9 +46,7 @@ class DataConfig(Section):
 
     def files(self, split: str) -> tuple[Path, Path] | None:
         prefix = getattr(self, split)
-        return (
-            None if prefix is None else (Path(f"{prefix}.{self.src}"), Path(f"{prefix}.{self.tgt}"))
-        )
+        return None if prefix is None else (Path(f"{prefix}.{self.src}"), Path(f"{prefix}.{self.tgt}"))
 
 
 class ModelConfig(Section):
@@ -75,9 +69,7 @@ class ModelConfig(Section):
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelConfig:
         if self.d_model % self.heads:
-            raise ValueError(
-                f"model.heads ({self.heads}) must divide model.d_model ({self.d_model})"
-            )
+            raise ValueError(f"model.heads ({self.heads}) must divide model.d_model ({self.d_model})")
         if self.d_model % 2:
             raise ValueError(f"model.d_model must be even, got {self.d_model}")
         return self
@@ -103,17 +95,13 @@ class ScheduleConfig(Section):
 
 class EarlyStoppingConfig(Section):
     metric: Literal["bleu", "chrf", "loss", "ppl"] = "bleu"
-    patience: int | None = Field(
-        None, ge=1, description="validations without improvement; none = never stop"
-    )
+    patience: int | None = Field(None, ge=1, description="validations without improvement; none = never stop")
 
 
 class TrainConfig(Section):
     model_dir: str
     seed: int = 1
-    batch_tokens: int = Field(
-        4096, ge=1, description="source + target tokens per batch, padding included"
-    )
+    batch_tokens: int = Field(4096, ge=1, description="source + target tokens per batch, padding included")
     accumulate: int = Field(1, ge=1, description="batches per optimizer step")
     max_steps: int | None = Field(None, ge=1)
     max_epochs: int | None = Field(None, ge=1)
@@ -124,9 +112,8 @@ class TrainConfig(Section):
     clip_grad_norm: float | None = Field(1.0, gt=0.0)
     validate_every: int = Field(1000, ge=1, description="steps")
     log_every: int = Field(50, ge=1, description="steps")
-    dev_sentences: int | None = Field(
-        None, ge=1, description="validate BLEU on the first N dev pairs only"
-    )
+    dev_sentences: int | None = Field(None, ge=1, description="validate BLEU on the first N dev pairs only")
+    dev_beam: int = Field(1, ge=1, description="beam size for dev BLEU; 1 = greedy (fast)")
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     keep_last: int = Field(1, ge=1, description="checkpoints kept besides the best weights")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's")
@@ -135,9 +122,7 @@ class TrainConfig(Section):
     @model_validator(mode="after")
     def _has_an_end(self) -> TrainConfig:
         if self.max_steps is None and self.max_epochs is None and self.max_minutes is None:
-            raise ValueError(
-                "set at least one of train.max_steps, train.max_epochs, train.max_minutes"
-            )
+            raise ValueError("set at least one of train.max_steps, train.max_epochs, train.max_minutes")
         return self
 
 
@@ -157,9 +142,7 @@ class DecodeConfig(Section):
     @model_validator(mode="after")
     def _n_best_fits_beam(self) -> DecodeConfig:
         if self.n_best > self.beam:
-            raise ValueError(
-                f"decode.n_best ({self.n_best}) cannot exceed decode.beam ({self.beam})"
-            )
+            raise ValueError(f"decode.n_best ({self.n_best}) cannot exceed decode.beam ({self.beam})")
         return self
 
 
@@ -177,9 +160,7 @@ class Config(Section):
         if self.model.share_embeddings is None:
             self.model.share_embeddings = self.data.joint_vocab
         if self.data.max_len + 2 > self.model.max_positions:
-            raise ValueError(
-                f"data.max_len + 2 must fit model.max_positions ({self.model.max_positions})"
-            )
+            raise ValueError(f"data.max_len + 2 must fit model.max_positions ({self.model.max_positions})")
         return self
 
 
@@ -192,9 +173,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
             return None
         annotation = field.annotation
         candidates = [annotation, *getattr(annotation, "__args__", ())]
-        model = next(
-            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
-        )
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
         if model is None:
             return None
     return sorted(model.model_fields)
@@ -242,9 +221,7 @@ def load_config(path: str | Path) -> Config:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = None if mark is None else mark.line + 1
-        raise DragomanError(
-            f"not valid YAML: {getattr(exc, 'problem', exc)}", file=path, line=line
-        ) from None
+        raise DragomanError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=path, line=line) from None
     return parse_config(raw, str(path))
 
 

@@ -19,13 +19,9 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimizerConfig) -> tor
         # foreach: one fused kernel per group instead of a Python loop over parameters
         return cls(params, betas=cfg.betas, eps=cfg.eps, foreach=True, **common)
     if cfg.name == "sgd":
-        return torch.optim.SGD(
-            params, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=True, **common
-        )
+        return torch.optim.SGD(params, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=True, **common)
     if cfg.name == "rmsprop":
-        return torch.optim.RMSprop(
-            params, momentum=cfg.momentum, eps=cfg.eps, foreach=True, **common
-        )
+        return torch.optim.RMSprop(params, momentum=cfg.momentum, eps=cfg.eps, foreach=True, **common)
     return torch.optim.Adagrad(params, eps=cfg.eps, foreach=True, **common)
 
 

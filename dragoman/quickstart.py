@@ -32,9 +32,7 @@ def number_words(n: int) -> str:
     return number_words(n // 1000) + " thousand" + ("" if rest == 0 else " " + number_words(rest))
 
 
-def make_task(
-    directory: Path, seed: int = 1, sizes: tuple[int, int, int] = (30000, 500, 500)
-) -> None:
+def make_task(directory: Path, seed: int = 1, sizes: tuple[int, int, int] = (30000, 500, 500)) -> None:
     """Disjoint train/dev/test files {split}.num (digits) and {split}.words."""
     rng = random.Random(seed)
     numbers: set[int] = set()
@@ -50,9 +48,7 @@ def make_task(
         chunk = ordered[start : start + size]
         start += size
         atomic_write_text(directory / f"{split}.num", "".join(f"{n}\n" for n in chunk))
-        atomic_write_text(
-            directory / f"{split}.words", "".join(f"{number_words(n)}\n" for n in chunk)
-        )
+        atomic_write_text(directory / f"{split}.words", "".join(f"{number_words(n)}\n" for n in chunk))
 
 
 def quickstart_config(workdir: Path, minutes: float) -> dict:

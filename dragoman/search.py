@@ -164,9 +164,7 @@ def beam_search(
 
         # Continue with the best K non-EOS candidates (at most K of the 2K are EOS).
         keep_scores, keep_rank = top_scores.masked_fill(is_eos, float("-inf")).topk(K, dim=-1)
-        rows = (torch.arange(A, device=device)[:, None] * K + top_beam.gather(1, keep_rank)).view(
-            -1
-        )
+        rows = (torch.arange(A, device=device)[:, None] * K + top_beam.gather(1, keep_rank)).view(-1)
         prefixes = torch.cat([prefixes[rows], top_token.gather(1, keep_rank).view(-1, 1)], dim=1)
         scores = keep_scores
         state = state.select(rows)
@@ -181,6 +179,4 @@ def beam_search(
             prefixes, state = prefixes[keep_rows], state.select(keep_rows)
 
     best = [sorted(hyps, key=lambda h: -h[0])[:n_best] for hyps in finished]
-    return Hypotheses(
-        [[h[1] for h in hyps] for hyps in best], [[h[0] for h in hyps] for hyps in best]
-    )
+    return Hypotheses([[h[1] for h in hyps] for hyps in best], [[h[0] for h in hyps] for hyps in best])

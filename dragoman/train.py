@@ -16,6 +16,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -67,9 +68,7 @@ class MetricsLog:
         self.path = model_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():  # forget what came after the checkpoint
             rows = [
-                r
-                for r in self.path.read_text().splitlines()
-                if r and json.loads(r)["step"] <= resume_step
+                r for r in self.path.read_text().splitlines() if r and json.loads(r)["step"] <= resume_step
             ]
             atomic_write_text(self.path, "".join(r + "\n" for r in rows))
         elif resume_step is None:
@@ -135,7 +134,8 @@ def validate(
     translator: Translator,
     dev: PairBatches,
     texts: tuple[list[str], list[str]],
-    device,
+    device: torch.device,
+    beam: int = 1,
 ) -> dict[str, float]:
     """Dev loss and perplexity (no smoothing), and BLEU/chrF of the decoded dev sources."""
     model.eval()
@@ -144,7 +144,7 @@ def validate(
         batch = dev.collate(indices).to(device)
         nll += token_loss(model(batch.src, batch.tgt_in), batch.tgt_out, 0.0).item()
         tokens += batch.tgt_tokens
-    hypotheses = translator.translate(texts[0])
+    hypotheses = translator.translate(texts[0], beam=beam, n_best=1)
     model.train()
     loss = nll / max(tokens, 1)
     return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), **corpus_scores(hypotheses, texts[1])}
@@ -152,9 +152,7 @@ def validate(
 
 def _dev_texts(config: Config) -> tuple[list[str], list[str]]:
     src, tgt = (read_lines(p) for p in config.data.files("dev"))
-    keep = [i for i in range(len(src)) if src[i].strip() and tgt[i].strip()][
-        : config.train.dev_sentences
-    ]
+    keep = [i for i in range(len(src)) if src[i].strip() and tgt[i].strip()][: config.train.dev_sentences]
     return [src[i] for i in keep], [tgt[i] for i in keep]
 
 
@@ -164,35 +162,89 @@ def _improved(value: float, progress: Progress, metric: str) -> bool:
     return value > progress.best if HIGHER_IS_BETTER[metric] else value < progress.best
 
 
+@dataclass
+class Run:
+    """Everything one training run holds; `start` builds it, fresh or from the last checkpoint."""
+
+    config: Config
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    progress: Progress
+    metrics: MetricsLog
+    translator: Translator
+    device: torch.device
+
+    @classmethod
+    def start(cls, config: Config, resume: bool) -> Run:
+        cfg = config.train
+        model_dir = Path(cfg.model_dir)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        device = _device(cfg.device)
+        prepare(config)
+        atomic_write_text(model_dir / "config.yaml", dump_config(config))
+        src_tok, tgt_tok = load_tokenizers(model_dir, config.data)
+        model = build_model(config.model, src_tok.vocab_size, tgt_tok.vocab_size).to(device)
+        optimizer = build_optimizer(model.parameters(), cfg.optimizer)
+        mode = "max" if HIGHER_IS_BETTER[cfg.early_stopping.metric] else "min"
+        scheduler = build_scheduler(optimizer, cfg.schedule, cfg.max_steps, mode)
+        progress = Progress()
+        if resume:
+            progress = Progress(**load_checkpoint(model_dir, model, optimizer, scheduler))
+            log.info(
+                "resumed from step %d (epoch %d, batch %d)", progress.step, progress.epoch, progress.batch
+            )
+        metrics = MetricsLog(model_dir, progress.step if resume else None)
+        translator = Translator(model, config, src_tok, tgt_tok)
+        return cls(config, model, optimizer, scheduler, progress, metrics, translator, device)
+
+    @property
+    def model_dir(self) -> Path:
+        return Path(self.config.train.model_dir)
+
+    @property
+    def plateau(self) -> bool:
+        return isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+    def checkpoint(self) -> None:
+        save_checkpoint(
+            self.model_dir,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            asdict(self.progress),
+            self.config.train.keep_last,
+        )
+
+
+def validate_and_keep_best(run: Run, dev: PairBatches | None, dev_texts) -> str:
+    """Score the dev set, keep the best weights, count validations without improvement."""
+    cfg, progress = run.config.train, run.progress
+    if dev is None:  # nothing to choose by: the newest weights are the best
+        save_weights(run.model, run.model_dir / "model.safetensors")
+        return f"step {progress.step}: no dev set, weights saved"
+    metric = cfg.early_stopping.metric
+    scores = validate(run.model, run.translator, dev, dev_texts, run.device, cfg.dev_beam)
+    run.metrics.write("valid", progress.step, **scores)
+    if run.plateau:
+        run.scheduler.step(scores[metric])
+    if _improved(scores[metric], progress, metric):
+        progress.best, progress.bad_validations = scores[metric], 0
+        save_weights(run.model, run.model_dir / "model.safetensors")
+    else:
+        progress.bad_validations += 1
+        patience = cfg.early_stopping.patience
+        progress.stopped_early = patience is not None and progress.bad_validations >= patience
+    return f"step {progress.step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+
+
 def train(config: Config, resume: bool = False) -> Path:
     """Train the model a config describes; returns its model directory."""
     cfg = config.train
-    model_dir = Path(cfg.model_dir)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    device = _device(cfg.device)
-
-    prepare(config)
-    atomic_write_text(model_dir / "config.yaml", dump_config(config))
-    src_tok, tgt_tok = load_tokenizers(model_dir, config.data)
-    model = build_model(config.model, src_tok.vocab_size, tgt_tok.vocab_size).to(device)
-    optimizer = build_optimizer(model.parameters(), cfg.optimizer)
-    metric = cfg.early_stopping.metric
-    scheduler = build_scheduler(
-        optimizer, cfg.schedule, cfg.max_steps, "max" if HIGHER_IS_BETTER[metric] else "min"
-    )
-    progress = Progress()
-    if resume:
-        progress = Progress(**load_checkpoint(model_dir, model, optimizer, scheduler))
-        log.info(
-            "resumed from step %d (epoch %d, batch %d)",
-            progress.step,
-            progress.epoch,
-            progress.batch,
-        )
-    metrics = MetricsLog(model_dir, progress.step if resume else None)
-
+    run = Run.start(config, resume)
+    progress = run.progress
     data = PairBatches(*load_shards(config, "train"), cfg.batch_tokens, cfg.seed)
     dev = (
         PairBatches(*load_shards(config, "dev"), config.decode.batch_tokens, cfg.seed)
@@ -200,24 +252,14 @@ def train(config: Config, resume: bool = False) -> Path:
         else None
     )
     dev_texts = _dev_texts(config) if dev else None
-    translator = Translator(model, config, src_tok, tgt_tok)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = sum(p.numel() for p in run.model.parameters()) / 1e6
     log.info(
-        "model: %s, %.2fM parameters, %d training pairs, device %s",
-        config.model.arch,
-        n_params / 1e6,
-        len(data),
-        device,
+        "%s: %.2fM parameters, %d training pairs, %s", config.model.arch, n_params, len(data), run.device
     )
 
-    def checkpoint() -> None:
-        save_checkpoint(model_dir, model, optimizer, scheduler, asdict(progress), cfg.keep_last)
-
-    model.train()
+    run.model.train()
     epoch = data.epoch(progress.epoch)
-    bar = tqdm(
-        total=cfg.max_steps, initial=progress.step, unit="step", dynamic_ncols=True, mininterval=1.0
-    )
+    bar = tqdm(total=cfg.max_steps, initial=progress.step, unit="step", dynamic_ncols=True, mininterval=1.0)
     window_tokens, window_start = 0, time.perf_counter()
     while not _finished(progress, config):
         if progress.batch >= len(epoch):  # next epoch, in a new seeded order
@@ -226,54 +268,40 @@ def train(config: Config, resume: bool = False) -> Path:
             continue
         started = time.perf_counter()
         group = [
-            data.collate(i).to(device)
-            for i in epoch[progress.batch : progress.batch + cfg.accumulate]
+            data.collate(i).to(run.device) for i in epoch[progress.batch : progress.batch + cfg.accumulate]
         ]
         progress.batch += len(group)
-        loss = train_step(model, optimizer, group, config)
-        if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step()
+        loss = train_step(run.model, run.optimizer, group, config)
+        if not run.plateau:
+            run.scheduler.step()
         progress.step += 1
         progress.seconds += time.perf_counter() - started
         window_tokens += sum(b.src_tokens + b.tgt_tokens for b in group)
 
-        lr = optimizer.param_groups[0]["lr"]
         if progress.step % cfg.log_every == 0:
+            lr = run.optimizer.param_groups[0]["lr"]
             speed = window_tokens / (time.perf_counter() - window_start)
             window_tokens, window_start = 0, time.perf_counter()
-            metrics.write(
+            run.metrics.write(
                 "train", progress.step, loss=loss, lr=lr, tokens_per_s=speed, epoch=progress.epoch
             )
+            eta = {}
+            if cfg.max_minutes is not None:  # tqdm's own ETA needs max_steps
+                eta["left"] = f"{max(0.0, cfg.max_minutes - progress.seconds / 60):.1f}min"
             bar.set_postfix(
-                loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{speed:.0f}", epoch=progress.epoch
+                loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{speed:.0f}", epoch=progress.epoch, **eta
             )
         bar.update(1)
 
         if progress.step % cfg.validate_every == 0 or _finished(progress, config):
-            if dev is not None:
-                scores = validate(model, translator, dev, dev_texts, device)
-                metrics.write("valid", progress.step, **scores)
-                bar.write(
-                    f"step {progress.step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
-                )
-                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    scheduler.step(scores[metric])
-                if _improved(scores[metric], progress, metric):
-                    progress.best, progress.bad_validations = scores[metric], 0
-                    save_weights(model, model_dir / "model.safetensors")
-                else:
-                    progress.bad_validations += 1
-                    patience = cfg.early_stopping.patience
-                    progress.stopped_early = (
-                        patience is not None and progress.bad_validations >= patience
-                    )
-            else:
-                save_weights(model, model_dir / "model.safetensors")
-            checkpoint()
+            bar.write(validate_and_keep_best(run, dev, dev_texts))
+            run.checkpoint()
     bar.close()
-    metrics.close()
+    run.metrics.close()
     if progress.stopped_early:
         log.info(
-            "early stopping: no %s improvement in %d validations", metric, progress.bad_validations
+            "early stopping: no %s improvement in %d validations",
+            cfg.early_stopping.metric,
+            progress.bad_validations,
         )
-    return model_dir
+    return run.model_dir

@@ -58,17 +58,13 @@ def load_model(
 class Translator:
     """Translates lists of strings with a model and its tokenizers."""
 
-    def __init__(
-        self, model: nn.Module, config: Config, src_tok: Tokenizer, tgt_tok: Tokenizer
-    ) -> None:
+    def __init__(self, model: nn.Module, config: Config, src_tok: Tokenizer, tgt_tok: Tokenizer) -> None:
         self.model, self.config = model, config
         self.src_tok, self.tgt_tok = src_tok, tgt_tok
         self.device = next(model.parameters()).device
 
     @classmethod
-    def load(
-        cls, model_dir: str | Path, checkpoint: str = "best", device: str = "cpu"
-    ) -> Translator:
+    def load(cls, model_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> Translator:
         return cls(*load_model(model_dir, checkpoint, device))
 
     def translate(self, texts: list[str], **options) -> list[str]:
@@ -90,9 +86,7 @@ class Translator:
         for batch in self._batches(ids, decode.batch_tokens):
             hyps = self._search([ids[i] for i in batch], decode, generator)
             for i, tokens, scores in zip(batch, hyps.tokens, hyps.scores):
-                results[i] = [
-                    Translation(self.tgt_tok.decode(t), s) for t, s in zip(tokens, scores)
-                ]
+                results[i] = [Translation(self.tgt_tok.decode(t), s) for t, s in zip(tokens, scores)]
         return results
 
     def _encode(self, texts: list[str]) -> list[list[int]]:

@@ -17,7 +17,9 @@ def tiny_transformer(vocab: int = 20, seed: int = 0, **overrides) -> Transformer
     return Transformer(vocab, vocab, **{**args, **overrides}).eval()
 
 
-def write_copy_task(directory: Path, n_train: int = 2000, n_dev: int = 100, seed: int = 0, reverse: bool = True) -> dict:
+def write_copy_task(
+    directory: Path, n_train: int = 2000, n_dev: int = 100, seed: int = 0, reverse: bool = True
+) -> dict:
     """Sequences of 1–6 letters → the same letters reversed; word-level, space-separated."""
     rng = random.Random(seed)
     letters = "a b c d e f g h".split()

@@ -175,9 +175,7 @@ def test_checkpoint_round_trip_restores_optimizer_and_progress(tmp_path):
     assert state.keys() == state2.keys()
     for pid in state:
         for name in ("exp_avg", "exp_avg_sq", "step"):
-            assert torch.equal(
-                torch.as_tensor(state[pid][name]), torch.as_tensor(state2[pid][name])
-            )
+            assert torch.equal(torch.as_tensor(state[pid][name]), torch.as_tensor(state2[pid][name]))
 
 
 def test_crash_mid_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -324,6 +322,6 @@ def test_library_source_never_pickles():
             assert "allow_pickle=False" in call, f"{path}: {call}"
         for line in text.splitlines():  # "pickle" may appear only to say it is not used
             if "pickle" in line.lower():
-                assert re.search(
-                    r"allow_pickle=False|without pickle|never pickle|no pickle", line
-                ), f"{path}: {line.strip()}"
+                assert re.search(r"allow_pickle=False|without pickle|never pickle|no pickle", line), (
+                    f"{path}: {line.strip()}"
+                )

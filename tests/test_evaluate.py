@@ -47,6 +47,25 @@ def test_identical_files_score_100(tmp_path, capsys):
     assert "nrefs:1" in out
 
 
+def test_blank_hypotheses_score_zero(tmp_path, capsys):
+    """What `translate` writes for a model that outputs nothing: a bad score, not an error."""
+    hyp = write_lines(tmp_path / "hyp.txt", ["", "", ""])
+    ref = write_lines(tmp_path / "ref.txt", REFS)
+    code, out, err = evaluate(capsys, "--hyp", hyp, "--ref", ref)
+    assert code == 0, err
+    assert out.startswith("BLEU = 0.00 ")
+    assert "chrF2 = 0.00" in out
+
+
+def test_zero_byte_hypothesis_file(tmp_path, capsys):
+    hyp = tmp_path / "hyp.txt"
+    hyp.write_bytes(b"")
+    ref = write_lines(tmp_path / "ref.txt", REFS)
+    code, _, err = evaluate(capsys, "--hyp", hyp, "--ref", ref)
+    assert code == 2
+    assert f"{hyp} has 0 lines, {ref} has 3" in err
+
+
 def test_line_counts_differ(tmp_path, capsys):
     hyp = write_lines(tmp_path / "hyp.txt", HYPS[:2])
     ref = write_lines(tmp_path / "ref.txt", REFS)

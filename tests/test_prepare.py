@@ -1,5 +1,6 @@
 """`dragoman prepare`: file checks, cleaning counts, stored ids, reuse, and length bucketing."""
 
+import json
 import os
 import subprocess
 import sys
@@ -124,9 +125,7 @@ def test_directory_in_place_of_a_file(tmp_path, capsys):
     assert f"{tmp_path / 'train.tgt'}: is a directory, not a file" in line
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can read a chmod 000 file"
-)
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can read a chmod 000 file")
 def test_unreadable_file(tmp_path, capsys):
     write_corpus(tmp_path)
     (tmp_path / "train.src").chmod(0)
@@ -156,6 +155,15 @@ def test_permission_denied_is_one_line(tmp_path, capsys, monkeypatch):
     assert f"{tmp_path / 'train.src'}: permission denied" in line
 
 
+def test_model_dir_that_cannot_be_created(tmp_path, capsys):
+    write_corpus(tmp_path)
+    (tmp_path / "model").write_text("a file, not a directory")
+    code, _, err = run_prepare(tmp_path, capsys)
+    line = assert_one_line_error(code, err)
+    assert f"{tmp_path / 'model' / 'data'}: cannot create" in line
+    assert "train.model_dir" in line
+
+
 def test_missing_file_in_a_real_process_has_no_traceback(tmp_path):
     write_corpus(tmp_path)
     (tmp_path / "train.src").unlink()
@@ -177,7 +185,7 @@ def test_missing_file_in_a_real_process_has_no_traceback(tmp_path):
 # --- cleaning, counted ----------------------------------------------------------------------
 
 
-def test_empty_and_too_long_pairs_are_skipped_and_counted(tmp_path, capsys):
+def test_empty_and_too_long_pairs_are_skipped_and_counted(tmp_path):
     long = "a b c d e f a b"  # 8 words > max_len 5
     src = ["a b c", "", "b c d", "   ", "c d", long, "d e f", "e f a"]
     tgt = ["A B C", "B", "B C D", "C", "\t", "A B", "D E F " * 2, "E F A"]
@@ -185,16 +193,23 @@ def test_empty_and_too_long_pairs_are_skipped_and_counted(tmp_path, capsys):
     dev_tgt = ["A B", "A", "B", "C D E F A B C"]  # 7 words: truncated too
     write_corpus(tmp_path, src, tgt, dev_src, dev_tgt)
     config_path = write_config(tmp_path, max_len=5)
-    code = main(["prepare", str(config_path)])
-    out, err = capsys.readouterr()
-    assert code == 0, err
+    # a real process: the report is what the user sees, printed or logged
+    result = subprocess.run(
+        [sys.executable, "-m", "dragoman", "prepare", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    report = result.stdout + result.stderr
     assert (
         "train: 8 pairs read, 3 empty or whitespace-only skipped, "
-        "2 longer than 5 tokens dropped, 3 kept" in out
+        "2 longer than 5 tokens dropped, 3 kept" in report
     )
     assert (
         "dev: 4 pairs read, 1 empty or whitespace-only skipped, "
-        "2 longer than 5 tokens truncated, 3 kept" in out
+        "2 longer than 5 tokens truncated, 3 kept" in report
     )
 
     config = load_config(config_path)
@@ -206,6 +221,9 @@ def test_empty_and_too_long_pairs_are_skipped_and_counted(tmp_path, capsys):
     assert len(dev_src_ids) == len(dev_tgt_ids) == 3
     assert list(dev_src_ids.lengths) == [2, 5, 2]
     assert list(dev_tgt_ids.lengths) == [2, 1, 5]
+    saved = json.loads((tmp_path / "model" / "data" / "prepared.json").read_text())
+    assert saved["splits"]["train"] == {"read": 8, "empty": 3, "too_long": 2, "kept": 3}
+    assert saved["splits"]["dev"] == {"read": 4, "empty": 1, "too_long": 2, "kept": 3}
 
 
 def test_nothing_left_after_cleaning(tmp_path, capsys):
@@ -216,11 +234,14 @@ def test_nothing_left_after_cleaning(tmp_path, capsys):
     assert "data.max_len" in line
 
 
-def test_char_tokenizer_counts_characters(tmp_path, capsys):
+def test_char_tokenizer_counts_characters(tmp_path):
     write_corpus(tmp_path, ["ab", "abcdef", "ba"], ["AB", "AB", "BA"], ["ab"], ["AB"])
-    code, out, err = run_prepare(tmp_path, capsys, max_len=4, kind="char")
-    assert code == 0, err
-    assert "train: 3 pairs read, 0 empty or whitespace-only skipped, 1 longer than 4" in out
+    config = load_config(write_config(tmp_path, max_len=4, kind="char"))
+    reports = prepare(config, force=True)
+    assert reports["train"].describe("train", 4) == (
+        "train: 3 pairs read, 0 empty or whitespace-only skipped, 1 longer than 4 tokens dropped, 2 kept"
+    )
+    assert list(load_shards(config, "train")[0].lengths) == [2, 2]
 
 
 # --- ids stored once -----------------------------------------------------------------------

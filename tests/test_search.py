@@ -88,7 +88,8 @@ def test_beam_1_equals_greedy_on_a_transformer():
     beam = search.beam_search(model, model.init_state(model.encode(src)), max_len, beam=1)
     assert beam.tokens == greedy.tokens
     assert [s[0] for s in beam.scores] == pytest.approx(
-        [s[0] / search.length_penalty(len(t[0]) + 1, 1.0) for s, t in zip(greedy.scores, greedy.tokens)], abs=1e-4
+        [s[0] / search.length_penalty(len(t[0]) + 1, 1.0) for s, t in zip(greedy.scores, greedy.tokens)],
+        abs=1e-4,
     )
 
 

@@ -115,9 +115,7 @@ def test_subword_training_is_reproducible_across_processes():
         "tok = train_tokenizer('bpe', texts, 400, sample_size=300, seed=7)\n"
         "print(hashlib.sha256(tok.model).hexdigest())\n"
     )
-    first, second = (
-        subprocess.run([sys.executable, "-c", script], capture_output=True) for _ in "12"
-    )
+    first, second = (subprocess.run([sys.executable, "-c", script], capture_output=True) for _ in "12")
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout
 

@@ -32,14 +32,10 @@ class Batch:
         return int((self.tgt_out != PAD).sum())
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(
-            *(t.to(device, non_blocking=True) for t in (self.src, self.tgt_in, self.tgt_out))
-        )
+        return Batch(*(t.to(device, non_blocking=True) for t in (self.src, self.tgt_in, self.tgt_out)))
 
 
-def pad(
-    sequences: list[np.ndarray], prefix: int | None = None, suffix: int | None = None
-) -> Tensor:
+def pad(sequences: list[np.ndarray], prefix: int | None = None, suffix: int | None = None) -> Tensor:
     """Right-pad int sequences into a (B, L) LongTensor, optionally adding a first/last token."""
     extra = (prefix is not None) + (suffix is not None)
     out = np.full((len(sequences), max(map(len, sequences)) + extra), PAD, dtype=np.int64)

@@ -146,7 +146,11 @@ def prepare(config: Config, force: bool = False) -> dict[str, SplitReport]:
     for split in SPLITS:  # check every file before spending time on any
         if (files := config.data.files(split)) is not None:
             check_parallel(*files)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        fix = "set train.model_dir to a directory this user can create and write"
+        raise DragomanError(f"cannot create ({error.strerror})", file=out, fix=fix) from None
     src_tok, tgt_tok = train_tokenizers(config, model_dir)
     reports = {}
     for split in SPLITS:

@@ -49,9 +49,7 @@ class Shard:
         try:
             self.offsets = np.load(offsets_path, mmap_mode="r", allow_pickle=False)
             size = ids_path.stat().st_size // 4
-            self.ids = (
-                np.memmap(ids_path, dtype=np.int32, mode="r") if size else np.zeros(0, np.int32)
-            )
+            self.ids = np.memmap(ids_path, dtype=np.int32, mode="r") if size else np.zeros(0, np.int32)
         except (OSError, ValueError) as exc:
             raise DragomanError(
                 f"cannot read prepared data: {exc}",

@@ -99,9 +99,7 @@ def check_parallel(src_path: str | Path, tgt_path: str | Path) -> int:
     check_readable(tgt_path)
     src_lines, tgt_lines = count_lines(src_path), count_lines(tgt_path)
     if src_lines != tgt_lines:
-        problem = (
-            f"line counts differ: {src_path} has {src_lines} lines, {tgt_path} has {tgt_lines}"
-        )
+        problem = f"line counts differ: {src_path} has {src_lines} lines, {tgt_path} has {tgt_lines}"
         fix = (
             "line i of one file must translate line i of the other; check that neither file "
             "was cut short and that neither has extra lines (a blank line at the end counts)"

@@ -122,9 +122,7 @@ class FeedForward(nn.Sequential):
     """Position-wise two-layer network: Linear → ReLU → dropout → Linear."""
 
     def __init__(self, dim: int, hidden: int, dropout: float) -> None:
-        super().__init__(
-            nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
-        )
+        super().__init__(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
         for linear in (self[0], self[3]):
             nn.init.xavier_uniform_(linear.weight)
             nn.init.zeros_(linear.bias)

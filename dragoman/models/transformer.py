@@ -45,9 +45,7 @@ class EncoderLayer(Block):
 
     def forward(self, x: Tensor, mask: Tensor | None, causal: bool = False) -> Tensor:
         h = self.sub_in(x, self.norm1)
-        x = self.sub_out(
-            x, self.attention(h, *self.attention.project_kv(h), mask, causal), self.norm1
-        )
+        x = self.sub_out(x, self.attention(h, *self.attention.project_kv(h), mask, causal), self.norm1)
         return self.sub_out(x, self.feed_forward(self.sub_in(x, self.norm2)), self.norm2)
 
 
@@ -91,9 +89,7 @@ class DecoderLayer(Block):
             key, value = torch.cat([cache.key, key], dim=2), torch.cat([cache.value, value], dim=2)
         x = self.sub_out(x, self.self_attention(h, key, value, causal=cache is None), self.norm1)
         h = self.sub_in(x, self.norm2)
-        x = self.sub_out(
-            x, self.cross_attention(h, memory.key, memory.value, memory_mask), self.norm2
-        )
+        x = self.sub_out(x, self.cross_attention(h, memory.key, memory.value, memory_mask), self.norm2)
         x = self.sub_out(x, self.feed_forward(self.sub_in(x, self.norm3)), self.norm3)
         return x, KV(key, value)
 
@@ -160,9 +156,7 @@ class Transformer(nn.Module):
             nn.init.normal_(self.output.weight, mean=0.0, std=dim**-0.5)
         self.max_positions = max_positions
 
-    def _embed(
-        self, ids: Tensor, embed: nn.Module, positions: nn.Module, offset: int = 0
-    ) -> Tensor:
+    def _embed(self, ids: Tensor, embed: nn.Module, positions: nn.Module, offset: int = 0) -> Tensor:
         if offset + ids.size(1) > self.max_positions:
             raise ValueError(
                 f"sequence of {offset + ids.size(1)} tokens is longer than max_positions={self.max_positions}"
@@ -205,9 +199,7 @@ class Transformer(nn.Module):
 
     def step(self, tokens: Tensor, state: TransformerState) -> tuple[Tensor, TransformerState]:
         """One decoding step: tokens (B,) → logits (B, V), using and growing the cache."""
-        x = self._embed(
-            tokens[:, None], self.tgt_embed, self.tgt_positions, state.position
-        )  # (B, 1, D)
+        x = self._embed(tokens[:, None], self.tgt_embed, self.tgt_positions, state.position)  # (B, 1, D)
         cache = []
         for layer, kv, past in zip(self.decoder, state.memory, state.cache):
             x, new = layer(x, kv, state.memory_mask, past)
