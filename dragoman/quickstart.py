@@ -83,7 +83,7 @@ def quickstart_config(workdir: Path, minutes: float) -> dict:
             "schedule": {"name": "inverse_sqrt", "warmup": 300},
             "validate_every": 300,
             "log_every": 20,
-            "dev_sentences": 200,
+            "dev_sentences": 500,
             "early_stopping": {"metric": "bleu"},
         },
         "decode": {"beam": 1, "max_len_a": 3.0, "max_len_b": 5},

@@ -130,7 +130,9 @@ def beam_search(
 
     Each step scores all K × V continuations of every sentence and takes the best 2K: the EOS
     candidates ranked within the first K end a hypothesis, the best K others continue. A
-    sentence is done when it has K finished hypotheses (fairseq's rule) and leaves the batch.
+    sentence is done when its best candidate ends (as in OpenNMT-py and JoeyNMT) and it has
+    `n_best` finished hypotheses; it then leaves the batch. (Stopping at K finished hypotheses,
+    fairseq's rule, lets a confident model's early low-scoring endings crowd out the best one.)
     """
     B, K = max_len.numel(), beam
     device = max_len.device
@@ -169,7 +171,7 @@ def beam_search(
         scores = keep_scores
         state = state.select(rows)
 
-        done = n_finished[active] >= K  # (A,)
+        done = is_eos[:, 0] & top_scores[:, 0].isfinite() & (n_finished[active] >= n_best)  # (A,)
         if done.all():
             break
         if done.any():

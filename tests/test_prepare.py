@@ -351,3 +351,30 @@ def test_collate_shifts_the_target(tmp_path):
         assert batch.tgt_out[row, :n].tolist() == list(range(4, 4 + n))
         assert batch.tgt_out[row, n] == EOS
         assert (batch.src[row, int(src_len[i]) :] == PAD).all()
+
+
+def test_editing_a_corpus_without_touching_the_config_prepares_again(tmp_path):
+    import os
+
+    from dragoman.config import parse_config
+    from dragoman.data.prepare import load_shards, prepare
+
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "train.src").write_text("a b\nc d\n")
+    (data / "train.tgt").write_text("b a\nd c\n")
+    raw = {
+        "data": {
+            "src": "src",
+            "tgt": "tgt",
+            "train": str(data / "train"),
+            "tokenizer": {"kind": "word", "vocab_size": 20},
+        },
+        "train": {"model_dir": str(tmp_path / "m"), "max_steps": 1},
+    }
+    prepare(parse_config(raw))
+    (data / "train.src").write_text("a b\nc d\ne f\n")
+    (data / "train.tgt").write_text("b a\nd c\nf e\n")
+    os.utime(data / "train.src", ns=(1, 10**18))  # a different stamp even within one clock tick
+    prepare(parse_config(raw))
+    assert len(load_shards(parse_config(raw), "train")[0]) == 3

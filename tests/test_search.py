@@ -120,3 +120,19 @@ def test_sampling_is_reproducible_with_a_seed_and_top_k_1_is_greedy():
     greedy = search.greedy(model, model.init_state(model.encode(src)), max_len).tokens
     assert sample(7, top_k=1) == greedy
     assert sample(7, top_p=1e-6) == greedy  # the nucleus keeps only the top token
+
+
+def test_early_low_scoring_endings_do_not_crowd_out_the_best_hypothesis():
+    """A confident model: the right answer is A A A (p ≈ 0.97); ending early is possible but
+    improbable. With K = 2, two early endings are finished before the right one is."""
+
+    def confident(prefix):
+        return {A: 0.99, EOS: 0.01} if len(prefix) < 3 else {EOS: 0.99, A: 0.01}
+
+    global table
+    original, table = table, confident
+    try:
+        hyps = run_table(search.beam_search, beam=2, n_best=2, alpha=1.0)
+    finally:
+        table = original
+    assert hyps.tokens[0][0] == [A, A, A]

@@ -57,7 +57,15 @@ def load_tokenizers(model_dir: Path, data: DataConfig) -> tuple[Tokenizer, Token
 
 
 def _fingerprint(data: DataConfig) -> str:
-    return hashlib.sha256(data.model_dump_json().encode()).hexdigest()[:16]
+    """The data section plus each text file's size and modification time: editing a corpus
+    without touching the config still prepares it again."""
+    stamps = []
+    for split in SPLITS:
+        for path in data.files(split) or ():
+            stat = path.stat() if path.exists() else None
+            stamps.append(f"{path}:{stat.st_size}:{stat.st_mtime_ns}" if stat else f"{path}:missing")
+    text = data.model_dump_json() + "\n".join(stamps)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _sample_lines(path: Path, total: int, size: int, seed: int) -> Iterator[str]:
