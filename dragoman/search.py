@@ -130,9 +130,11 @@ def beam_search(
 
     Each step scores all K × V continuations of every sentence and takes the best 2K: the EOS
     candidates ranked within the first K end a hypothesis, the best K others continue. A
-    sentence is done when its best candidate ends (as in OpenNMT-py and JoeyNMT) and it has
-    `n_best` finished hypotheses; it then leaves the batch. (Stopping at K finished hypotheses,
-    fairseq's rule, lets a confident model's early low-scoring endings crowd out the best one.)
+    sentence leaves the batch once it has `n_best` finished hypotheses and its best live beam,
+    length-normalised, can no longer beat them. (Stopping at K finished hypotheses, fairseq's rule,
+    lets a confident model's early low-scoring endings crowd out the best one; stopping when the
+    best raw candidate ends, OpenNMT-py's and JoeyNMT's, favours short outputs.) With alpha = 0
+    and K = 1 this is exactly greedy search.
     """
     B, K = max_len.numel(), beam
     device = max_len.device
@@ -143,6 +145,7 @@ def beam_search(
     prefixes = torch.full((B * K, 1), BOS, dtype=torch.long, device=device)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
     n_finished = torch.zeros(B, dtype=torch.long, device=device)
+    nth_best = torch.full((B,), float("-inf"), device=device)  # n_best-th best finished score
 
     for t in range(int(max_len.max()) + 1):
         A = active.numel()
@@ -161,7 +164,10 @@ def beam_search(
             row = a * K + int(top_beam[a, rank])
             tokens = prefixes[row, 1:].tolist()
             score = float(top_scores[a, rank]) / length_penalty(len(tokens) + 1, alpha)
-            finished[int(active[a])].append((score, tokens))
+            b = int(active[a])
+            finished[b].append((score, tokens))
+            if len(finished[b]) >= n_best:
+                nth_best[b] = sorted((h[0] for h in finished[b]), reverse=True)[n_best - 1]
         n_finished[active] += ending.sum(dim=1)
 
         # Continue with the best K non-EOS candidates (at most K of the 2K are EOS).
@@ -171,7 +177,10 @@ def beam_search(
         scores = keep_scores
         state = state.select(rows)
 
-        done = is_eos[:, 0] & top_scores[:, 0].isfinite() & (n_finished[active] >= n_best)  # (A,)
+        # Done when no live beam could still win: its score only falls as it grows, so compare
+        # with it ended at the next step (Hugging Face's heuristic; exact when alpha = 0).
+        best_live = scores[:, 0] / length_penalty(t + 2, alpha)
+        done = (n_finished[active] >= n_best) & (nth_best[active] >= best_live)  # (A,)
         if done.all():
             break
         if done.any():
