@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="train and try a small model on a built-in toy task")
     p.add_argument("--workdir", default="runs/quickstart")
-    p.add_argument("--minutes", type=float, default=3.0, help="training time budget")
+    p.add_argument("--minutes", type=float, default=2.5, help="training time budget")
     p.set_defaults(func=cmd_quickstart)
 
     p = sub.add_parser("prepare", help="check data, train tokenizers, store token ids")
