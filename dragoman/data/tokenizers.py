@@ -12,7 +12,7 @@ Four kinds share one small interface, `Tokenizer`:
 
 Ids 0-3 are always PAD, UNK, BOS, EOS. `encode` adds no BOS/EOS; `decode` drops PAD/BOS/EOS.
 A tokenizer is saved as `{prefix}.json` (its kind, and for word/char the token list) and, for
-subwords, `{prefix}.spm` (the sentencepiece model protobuf). JSON and protobuf only, never pickle.
+subwords, `{prefix}.spm` (the sentencepiece model protobuf). JSON and protobuf only, no pickle anywhere
 """
 
 from __future__ import annotations
