@@ -144,8 +144,7 @@ def beam_search(
     scores[:, 0] = 0.0  # all beams start identical: let only the first one expand
     prefixes = torch.full((B * K, 1), BOS, dtype=torch.long, device=device)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
-    n_finished = torch.zeros(B, dtype=torch.long, device=device)
-    nth_best = torch.full((B,), float("-inf"), device=device)  # n_best-th best finished score
+    nth_best = torch.full((B,), float("-inf"), device=device)  # -inf until n_best have finished
 
     for t in range(int(max_len.max()) + 1):
         A = active.numel()
@@ -168,7 +167,6 @@ def beam_search(
             finished[b].append((score, tokens))
             if len(finished[b]) >= n_best:
                 nth_best[b] = sorted((h[0] for h in finished[b]), reverse=True)[n_best - 1]
-        n_finished[active] += ending.sum(dim=1)
 
         # Continue with the best K non-EOS candidates (at most K of the 2K are EOS).
         keep_scores, keep_rank = top_scores.masked_fill(is_eos, float("-inf")).topk(K, dim=-1)
@@ -180,7 +178,8 @@ def beam_search(
         # Done when no live beam could still win: its score only falls as it grows, so compare
         # with it ended at the next step (Hugging Face's heuristic; exact when alpha = 0).
         best_live = scores[:, 0] / length_penalty(t + 2, alpha)
-        done = (n_finished[active] >= n_best) & (nth_best[active] >= best_live)  # (A,)
+        threshold = nth_best[active]
+        done = threshold.isfinite() & (threshold >= best_live)  # (A,)
         if done.all():
             break
         if done.any():

@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from dragoman.config import Config, DataConfig
 from dragoman.data.shards import Shard, ShardWriter
 from dragoman.data.text import check_parallel, iter_lines, iter_pairs
@@ -68,24 +66,18 @@ def _fingerprint(data: DataConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _sample_lines(path: Path, total: int, size: int, seed: int) -> Iterator[str]:
-    """Non-empty lines of `path`; a seeded random `size` of them when the file is longer."""
-    lines = iter_lines(path)
-    if total > size:
-        chosen = np.zeros(total, dtype=bool)
-        chosen[np.random.default_rng(seed).choice(total, size, replace=False)] = True
-        lines = (line for i, line in enumerate(lines) if chosen[i])
-    return (line for line in lines if line.strip())
+def _nonempty_lines(path: Path) -> Iterator[str]:
+    return (line for line in iter_lines(path) if line.strip())
 
 
 def train_tokenizers(config: Config, model_dir: Path) -> tuple[Tokenizer, Tokenizer]:
     data = config.data
     src_path, tgt_path = data.files("train")
-    total = check_parallel(src_path, tgt_path)
+    check_parallel(src_path, tgt_path)
     src_cfg, tgt_cfg = data.tokenizer, data.tgt_tokenizer or data.tokenizer
     seed = config.train.seed
 
-    def fit(cfg, texts) -> Tokenizer:
+    def fit(cfg, texts) -> Tokenizer:  # subword models train on a seeded sample of `texts`
         return train_tokenizer(
             cfg.kind,
             texts,
@@ -97,15 +89,12 @@ def train_tokenizers(config: Config, model_dir: Path) -> tuple[Tokenizer, Tokeni
 
     src_prefix, tgt_prefix = tokenizer_prefixes(model_dir, data)
     if data.joint_vocab:
-        half = max(1, src_cfg.sample_size // 2)
-        texts = itertools.chain(
-            _sample_lines(src_path, total, half, seed),
-            _sample_lines(tgt_path, total, half, seed + 1),
+        src_tok = tgt_tok = fit(
+            src_cfg, itertools.chain(_nonempty_lines(src_path), _nonempty_lines(tgt_path))
         )
-        src_tok = tgt_tok = fit(src_cfg, texts)
     else:
-        src_tok = fit(src_cfg, _sample_lines(src_path, total, src_cfg.sample_size, seed))
-        tgt_tok = fit(tgt_cfg, _sample_lines(tgt_path, total, tgt_cfg.sample_size, seed + 1))
+        src_tok = fit(src_cfg, _nonempty_lines(src_path))
+        tgt_tok = fit(tgt_cfg, _nonempty_lines(tgt_path))
         tgt_tok.save(tgt_prefix)
     src_tok.save(src_prefix)
     return src_tok, tgt_tok
