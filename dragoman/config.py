@@ -49,30 +49,129 @@ class DataConfig(Section):
         return None if prefix is None else (Path(f"{prefix}.{self.src}"), Path(f"{prefix}.{self.tgt}"))
 
 
+class VectorsConfig(Section):
+    """Pretrained word vectors to initialise an embedding with (read by gensim's KeyedVectors)."""
+
+    path: str
+    format: Literal["word2vec", "word2vec_binary", "glove"] = "word2vec"
+    freeze: bool = Field(False, description="keep the vectors fixed during training")
+
+
+ENCODERS = ("transformer", "rnn", "gru", "lstm", "cnn")
+DECODERS = ("transformer", "rnn", "gru", "lstm")
+RECURRENT = ("rnn", "gru", "lstm")
+
+
 class ModelConfig(Section):
-    arch: Literal["transformer"] = "transformer"
-    d_model: int = Field(256, ge=8)
-    heads: int = Field(4, ge=1)
-    ff: int = Field(1024, ge=1, description="feed-forward hidden size")
+    encoder: Literal["transformer", "rnn", "gru", "lstm", "cnn"] = "transformer"
+    decoder: Literal["transformer", "rnn", "gru", "lstm"] = "transformer"
+    d_model: int = Field(256, ge=8, description="embedding width; the Transformer's model width")
+    heads: int = Field(4, ge=1, description="transformer")
+    ff: int = Field(1024, ge=1, description="transformer: feed-forward hidden size")
     enc_layers: int = Field(3, ge=1)
     dec_layers: int = Field(3, ge=1)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    attention_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="on embeddings, between layers, on outputs")
+    attention_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="transformer")
     norm: Literal["pre", "post"] = "pre"
     positions: Literal["sinusoidal", "learned"] = "sinusoidal"
     max_positions: int = Field(1024, ge=8)
     share_embeddings: bool | None = Field(
         None, description="source/target; default: when the vocabulary is joint"
     )
-    tie_output: bool = Field(True, description="decoder input and output embeddings share weights")
+    tie_output: bool | None = Field(
+        None, description="output layer shares the target embedding; default: when the sizes allow"
+    )
+    # Recurrent and convolutional models.
+    hidden: int = Field(256, ge=1, description="rnn/gru/lstm encoder: per direction; cnn: channels")
+    bidirectional: bool = Field(True, description="rnn/gru/lstm encoder")
+    kernel_size: int = Field(3, ge=1, description="cnn encoder, odd")
+    dec_hidden: int | None = Field(None, ge=1, description="rnn decoder; default: the encoder's output size")
+    attention: Literal["none", "bahdanau", "luong_dot", "luong_general"] = Field(
+        "bahdanau", description="rnn decoder; none = the fixed-vector model of Sutskever et al."
+    )
+    input_feeding: bool = Field(False, description="rnn decoder: feed the last attentional vector back in")
+    bridge: Literal["project", "copy", "zeros"] = Field(
+        "project", description="encoder's final state → decoder's initial state"
+    )
+    reverse_source: bool = Field(False, description="rnn encoder reads the source backwards (Sutskever)")
+    scheduled_sampling: float = Field(
+        0.0, ge=0.0, le=1.0, description="rnn decoder: chance of feeding its own prediction in training"
+    )
+    src_vectors: VectorsConfig | None = None
+    tgt_vectors: VectorsConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_arch(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("arch") == "transformer":  # issue-2 configs
+            raw = {k: v for k, v in raw.items() if k != "arch"}
+        return raw
+
+    @property
+    def name(self) -> str:
+        if self.encoder == self.decoder == "transformer":
+            return "transformer"
+        attention = "" if self.attention == "none" else f"+{self.attention}"
+        return f"{self.encoder}-{self.decoder}{attention}"
+
+    @property
+    def enc_out(self) -> int:
+        """Width of the encoder's memory."""
+        if self.encoder in RECURRENT:
+            return self.hidden * (2 if self.bidirectional else 1)
+        return self.hidden if self.encoder == "cnn" else self.d_model
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> ModelConfig:
-        if self.d_model % self.heads:
-            raise ValueError(f"model.heads ({self.heads}) must divide model.d_model ({self.d_model})")
-        if self.d_model % 2:
-            raise ValueError(f"model.d_model must be even, got {self.d_model}")
+    def _parts_fit(self) -> ModelConfig:
+        pair = f"model.encoder: {self.encoder} with model.decoder: {self.decoder}"
+        if self.decoder == "transformer":
+            if self.encoder != "transformer":
+                raise ValueError(
+                    f"{pair} is not supported: the transformer decoder reads a transformer encoder's "
+                    "memory; use encoder: transformer, or an rnn/gru/lstm decoder"
+                )
+            if self.scheduled_sampling:
+                raise ValueError("model.scheduled_sampling needs an rnn/gru/lstm decoder")
+        if "transformer" in (self.encoder, self.decoder):
+            if self.d_model % self.heads:
+                raise ValueError(f"model.heads ({self.heads}) must divide model.d_model ({self.d_model})")
+            if self.d_model % 2:
+                raise ValueError(f"model.d_model must be even, got {self.d_model}")
+        if self.encoder == "cnn" and self.kernel_size % 2 == 0:
+            raise ValueError(f"model.kernel_size must be odd, got {self.kernel_size}")
+        if self.reverse_source and self.encoder not in RECURRENT:
+            raise ValueError("model.reverse_source needs an rnn/gru/lstm encoder")
+        if self.decoder in RECURRENT:
+            self._recurrent_decoder_fits(pair)
         return self
+
+    def _recurrent_decoder_fits(self, pair: str) -> None:
+        if self.dec_hidden is None:
+            self.dec_hidden = self.enc_out
+        if self.attention == "none" and self.bridge == "zeros":
+            raise ValueError(
+                "model.attention: none with model.bridge: zeros leaves the decoder blind to the source; "
+                "use bridge: project or copy"
+            )
+        if self.attention == "none" and self.input_feeding:
+            raise ValueError("model.input_feeding needs attention (bahdanau, luong_dot or luong_general)")
+        if self.attention == "luong_dot" and self.dec_hidden != self.enc_out:
+            raise ValueError(
+                f"model.attention: luong_dot needs model.dec_hidden ({self.dec_hidden}) equal to the "
+                f"encoder's output size ({self.enc_out}); use luong_general, or change the sizes"
+            )
+        if self.bridge == "copy":
+            if self.encoder not in RECURRENT or (self.encoder == "lstm") != (self.decoder == "lstm"):
+                raise ValueError(
+                    f"model.bridge: copy with {pair}: copying a final state needs two rnn/gru "
+                    "or two lstm sides; use bridge: project"
+                )
+            if self.enc_layers != self.dec_layers or self.enc_out != self.dec_hidden:
+                raise ValueError(
+                    f"model.bridge: copy needs equal layers ({self.enc_layers} vs {self.dec_layers}) and "
+                    f"encoder output size = model.dec_hidden ({self.enc_out} vs {self.dec_hidden}); "
+                    "use bridge: project"
+                )
 
 
 class OptimizerConfig(Section):

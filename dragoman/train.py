@@ -254,7 +254,7 @@ def train(config: Config, resume: bool = False) -> Path:
     dev_texts = _dev_texts(config) if dev else None
     n_params = sum(p.numel() for p in run.model.parameters()) / 1e6
     log.info(
-        "%s: %.2fM parameters, %d training pairs, %s", config.model.arch, n_params, len(data), run.device
+        "%s: %.2fM parameters, %d training pairs, %s", config.model.name, n_params, len(data), run.device
     )
 
     run.model.train()

@@ -128,7 +128,7 @@ def test_weights_of_another_depth_are_refused_clearly(tmp_path):
         load_weights(tiny(enc_layers=2), path)
     message = str(caught.value)
     assert message.startswith(f"{path}: weights do not fit the model of config.yaml")
-    assert "encoder.1." in message
+    assert "encoder.layers.1." in message
     assert "use the config.yaml the model was trained with" in message
 
 

@@ -19,10 +19,15 @@ from torch import Tensor
 
 @dataclass
 class Memory:
-    """The encoder's output: states (B, S, D) and mask (B, S), True at real (non-pad) tokens."""
+    """The encoder's output: states (B, S, D) and mask (B, S), True at real (non-pad) tokens.
+
+    A recurrent encoder also gives its final state, per layer: (h,) or, for an LSTM, (h, c), each
+    (layers, B, D) with the two directions concatenated; the decoder's bridge starts from it.
+    """
 
     states: Tensor
     mask: Tensor
+    final: tuple[Tensor, ...] | None = None
 
 
 class DecoderState(Protocol):

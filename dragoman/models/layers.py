@@ -61,6 +61,28 @@ def build_positions(kind: str, max_len: int, dim: int) -> nn.Module:
     return {"sinusoidal": SinusoidalPositions, "learned": LearnedPositions}[kind](max_len, dim)
 
 
+class PositionalEmbedding(nn.Module):
+    """Token embedding + position encoding, then dropout: the input of Transformer and CNN stacks.
+
+    The token embedding is passed in, so two of these can share one (joint vocabulary).
+    """
+
+    def __init__(self, embed: TokenEmbedding, kind: str, max_len: int, dropout: float) -> None:
+        super().__init__()
+        self.embed = embed
+        self.positions = build_positions(kind, max_len, embed.embedding_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.max_len = max_len
+
+    def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
+        """ids (B, L), the first at position `offset` → (B, L, D)."""
+        if offset + ids.size(1) > self.max_len:
+            raise ValueError(
+                f"sequence of {offset + ids.size(1)} tokens is longer than max_positions={self.max_len}"
+            )
+        return self.dropout(self.embed(ids) + self.positions(ids.size(1), offset))
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention through scaled_dot_product_attention.
 
@@ -73,6 +95,7 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         self.heads = heads
         self.dropout = dropout
+        self.recorded: Tensor | None = None  # set to an empty tensor to keep the next weights (plots)
         self.query = nn.Linear(dim, dim)
         self.key_value = nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
@@ -98,6 +121,8 @@ class MultiHeadAttention(nn.Module):
     ) -> Tensor:
         """x: (B, T, D) queries; key/value: (B, H, L, Dh); mask broadcastable to (B, H, T, L)."""
         query = self._split(self.query(x))  # (B, H, T, Dh)
+        if self.recorded is not None:
+            self.recorded = self.weights(query, key, mask)
         out = F.scaled_dot_product_attention(
             query,
             key,
@@ -109,9 +134,9 @@ class MultiHeadAttention(nn.Module):
         B, H, T, Dh = out.shape
         return self.out(out.transpose(1, 2).reshape(B, T, H * Dh))  # (B, T, D)
 
-    def weights(self, x: Tensor, key: Tensor, mask: Tensor | None = None) -> Tensor:
+    @staticmethod
+    def weights(query: Tensor, key: Tensor, mask: Tensor | None = None) -> Tensor:
         """The attention probabilities (B, H, T, L), for plots; not used in training or search."""
-        query = self._split(self.query(x))
         scores = query @ key.transpose(-2, -1) / math.sqrt(query.size(-1))
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))

@@ -1,6 +1,6 @@
 """Transformer encoder-decoder (Vaswani et al., 2017, "Attention Is All You Need").
 
-Read leaves first: EncoderLayer → DecoderLayer → Encoder → Decoder → Transformer. The layers come
+Read leaves first: EncoderLayer → DecoderLayer → TransformerEncoder → Transformer. The layers come
 from `layers.py`; the encoder-only and decoder-only models reuse the same two layer classes.
 
 Shapes: B batch, S source length, T target length, D model width, H heads, Dh = D / H, V vocab.
@@ -21,8 +21,8 @@ from dragoman.models.layers import (
     Block,
     FeedForward,
     MultiHeadAttention,
+    PositionalEmbedding,
     TokenEmbedding,
-    build_positions,
 )
 
 
@@ -112,6 +112,43 @@ class TransformerState:
         )
 
 
+class TransformerEncoder(nn.Module):
+    """Embedding with positions, a stack of EncoderLayers, a final norm (pre-norm): src → Memory.
+
+    Also the encoder of an RNN decoder (rnn.py) and, later, of encoder-only models.
+    """
+
+    def __init__(
+        self,
+        embed: TokenEmbedding,
+        heads: int,
+        ff: int,
+        layers: int,
+        dropout: float,
+        attention_dropout: float,
+        pre_norm: bool,
+        positions: str,
+        max_positions: int,
+    ) -> None:
+        super().__init__()
+        dim = embed.embedding_dim
+        self.embed = PositionalEmbedding(embed, positions, max_positions, dropout)
+        self.layers = nn.ModuleList(
+            EncoderLayer(dim, heads, ff, dropout, attention_dropout, pre_norm) for _ in range(layers)
+        )
+        # Pre-norm leaves the residual stream un-normalised: one last norm.
+        self.norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
+
+    def forward(self, src: Tensor) -> Memory:
+        """src: (B, S) token ids, PAD-padded → Memory with states (B, S, D)."""
+        mask = src != PAD  # (B, S)
+        x = self.embed(src)
+        attn_mask = mask[:, None, None, :]  # (B, 1, 1, S)
+        for layer in self.layers:
+            x = layer(x, attn_mask)
+        return Memory(self.norm(x), mask)
+
+
 class Transformer(nn.Module):
     """Encoder-decoder; implements the decoding contract of `models/base.py`."""
 
@@ -133,7 +170,6 @@ class Transformer(nn.Module):
         tie_output: bool = True,
     ) -> None:
         super().__init__()
-        layer_args = (dim, heads, ff, dropout, attention_dropout, pre_norm)
         self.src_embed = TokenEmbedding(src_vocab, dim, PAD)
         if share_embeddings:
             if src_vocab != tgt_vocab:
@@ -141,13 +177,21 @@ class Transformer(nn.Module):
             self.tgt_embed = self.src_embed
         else:
             self.tgt_embed = TokenEmbedding(tgt_vocab, dim, PAD)
-        self.src_positions = build_positions(positions, max_positions, dim)
-        self.tgt_positions = build_positions(positions, max_positions, dim)
-        self.dropout = nn.Dropout(dropout)
-        self.encoder = nn.ModuleList(EncoderLayer(*layer_args) for _ in range(enc_layers))
-        self.decoder = nn.ModuleList(DecoderLayer(*layer_args) for _ in range(dec_layers))
-        # Pre-norm leaves the residual stream un-normalised: one last norm on each side.
-        self.enc_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
+        self.encoder = TransformerEncoder(
+            self.src_embed,
+            heads,
+            ff,
+            enc_layers,
+            dropout,
+            attention_dropout,
+            pre_norm,
+            positions,
+            max_positions,
+        )
+        self.tgt_input = PositionalEmbedding(self.tgt_embed, positions, max_positions, dropout)
+        self.decoder = nn.ModuleList(
+            DecoderLayer(dim, heads, ff, dropout, attention_dropout, pre_norm) for _ in range(dec_layers)
+        )
         self.dec_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
         self.output = nn.Linear(dim, tgt_vocab, bias=False)
         if tie_output:
@@ -156,28 +200,16 @@ class Transformer(nn.Module):
             nn.init.normal_(self.output.weight, mean=0.0, std=dim**-0.5)
         self.max_positions = max_positions
 
-    def _embed(self, ids: Tensor, embed: nn.Module, positions: nn.Module, offset: int = 0) -> Tensor:
-        if offset + ids.size(1) > self.max_positions:
-            raise ValueError(
-                f"sequence of {offset + ids.size(1)} tokens is longer than max_positions={self.max_positions}"
-            )
-        return self.dropout(embed(ids) + positions(ids.size(1), offset))  # (B, L, D)
-
     def encode(self, src: Tensor) -> Memory:
         """src: (B, S) token ids, PAD-padded → Memory with states (B, S, D)."""
-        mask = src != PAD  # (B, S)
-        x = self._embed(src, self.src_embed, self.src_positions)
-        attn_mask = mask[:, None, None, :]  # (B, 1, 1, S)
-        for layer in self.encoder:
-            x = layer(x, attn_mask)
-        return Memory(self.enc_norm(x), mask)
+        return self.encoder(src)
 
     def _memory_kv(self, memory: Memory) -> list[KV]:
         return [KV(*layer.cross_attention.project_kv(memory.states)) for layer in self.decoder]
 
     def decode(self, tgt_in: Tensor, memory: Memory) -> Tensor:
         """Teacher-forced decoding of whole sequences: tgt_in (B, T) → logits (B, T, V)."""
-        x = self._embed(tgt_in, self.tgt_embed, self.tgt_positions)
+        x = self.tgt_input(tgt_in)
         mask = memory.mask[:, None, None, :]
         for layer, kv in zip(self.decoder, self._memory_kv(memory)):
             x, _ = layer(x, kv, mask)
@@ -185,6 +217,19 @@ class Transformer(nn.Module):
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         return self.decode(tgt_in, self.encode(src))
+
+    @torch.no_grad()
+    def attention_weights(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        """Cross-attention probabilities of teacher-forced decoding: (layers, B, H, T, S)."""
+        attentions = [layer.cross_attention for layer in self.decoder]
+        for attention in attentions:
+            attention.recorded = src.new_empty(0)
+        try:
+            self.decode(tgt_in, self.encode(src))
+            return torch.stack([attention.recorded for attention in attentions])
+        finally:
+            for attention in attentions:
+                attention.recorded = None
 
     def init_state(self, memory: Memory) -> TransformerState:
         B, _, D = memory.states.shape
@@ -199,7 +244,7 @@ class Transformer(nn.Module):
 
     def step(self, tokens: Tensor, state: TransformerState) -> tuple[Tensor, TransformerState]:
         """One decoding step: tokens (B,) → logits (B, V), using and growing the cache."""
-        x = self._embed(tokens[:, None], self.tgt_embed, self.tgt_positions, state.position)  # (B, 1, D)
+        x = self.tgt_input(tokens[:, None], state.position)  # (B, 1, D)
         cache = []
         for layer, kv, past in zip(self.decoder, state.memory, state.cache):
             x, new = layer(x, kv, state.memory_mask, past)
