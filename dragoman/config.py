@@ -208,6 +208,7 @@ class TrainConfig(Section):
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    l1: float = Field(0.0, ge=0.0, description="L1 penalty on weight matrices (L2: optimizer.weight_decay)")
     clip_grad_norm: float | None = Field(1.0, gt=0.0)
     validate_every: int = Field(1000, ge=1, description="steps")
     log_every: int = Field(50, ge=1, description="steps")

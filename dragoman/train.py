@@ -32,6 +32,7 @@ from dragoman.data.tokenizers import PAD
 from dragoman.io import atomic_write_text
 from dragoman.metrics import corpus_scores
 from dragoman.models import build_model
+from dragoman.models.vectors import load_vectors
 from dragoman.optim import build_optimizer, build_scheduler
 from dragoman.translator import Translator
 
@@ -121,6 +122,9 @@ def train_step(
         loss = token_loss(logits, batch.tgt_out, config.train.label_smoothing) / tokens
         loss.backward()
         total += loss.item()
+    if config.train.l1 > 0:  # Σ|w| over weight matrices (not biases, norms or frozen vectors)
+        weights = [p for p in model.parameters() if p.dim() > 1 and p.requires_grad]
+        (config.train.l1 * torch.stack([w.abs().sum() for w in weights]).sum()).backward()
     if config.train.clip_grad_norm is not None:
         nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_grad_norm, foreach=True)
     optimizer.step()
@@ -162,6 +166,19 @@ def _improved(value: float, progress: Progress, metric: str) -> bool:
     return value > progress.best if HIGHER_IS_BETTER[metric] else value < progress.best
 
 
+def _pretrained_embeddings(model: nn.Module, config: Config, tokenizers, fresh: bool) -> None:
+    """Copy word vectors into the embeddings of a fresh model; keep frozen ones frozen on resume."""
+    sides = zip(("src", "tgt"), (model.src_embed, model.tgt_embed), tokenizers)
+    for side, embed, tok in sides:
+        spec = getattr(config.model, f"{side}_vectors")
+        if spec is None:
+            continue
+        if fresh:
+            load_vectors(embed, tok.pieces(range(tok.vocab_size)), spec, f"model.{side}_vectors")
+        elif spec.freeze:
+            embed.weight.requires_grad_(False)
+
+
 @dataclass
 class Run:
     """Everything one training run holds; `start` builds it, fresh or from the last checkpoint."""
@@ -187,6 +204,7 @@ class Run:
         atomic_write_text(model_dir / "config.yaml", dump_config(config))
         src_tok, tgt_tok = load_tokenizers(model_dir, config.data)
         model = build_model(config.model, src_tok.vocab_size, tgt_tok.vocab_size).to(device)
+        _pretrained_embeddings(model, config, (src_tok, tgt_tok), fresh=not resume)
         optimizer = build_optimizer(model.parameters(), cfg.optimizer)
         mode = "max" if HIGHER_IS_BETTER[cfg.early_stopping.metric] else "min"
         scheduler = build_scheduler(optimizer, cfg.schedule, cfg.max_steps, mode)
