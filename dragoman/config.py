@@ -140,7 +140,9 @@ class ModelConfig(Section):
         if self.encoder == "cnn" and self.kernel_size % 2 == 0:
             raise ValueError(f"model.kernel_size must be odd, got {self.kernel_size}")
         if self.reverse_source and self.encoder not in RECURRENT:
-            raise ValueError("model.reverse_source needs an rnn/gru/lstm encoder")
+            raise ValueError(
+                f"model.reverse_source with model.encoder: {self.encoder}: needs an rnn/gru/lstm encoder"
+            )
         if self.decoder in RECURRENT:
             self._recurrent_decoder_fits(pair)
         return self
@@ -154,7 +156,17 @@ class ModelConfig(Section):
                 "use bridge: project or copy"
             )
         if self.attention == "none" and self.input_feeding:
-            raise ValueError("model.input_feeding needs attention (bahdanau, luong_dot or luong_general)")
+            raise ValueError(
+                "model.input_feeding with model.attention: none: input feeding needs attention "
+                "(bahdanau, luong_dot or luong_general)"
+            )
+        out_dim = self.dec_hidden if self.attention == "none" else self.d_model
+        if self.tie_output and out_dim != self.d_model:
+            raise ValueError(
+                f"model.tie_output needs the decoder's output width (model.dec_hidden {self.dec_hidden}, "
+                f"with model.attention: none) equal to model.d_model ({self.d_model}); "
+                "set tie_output: false or change the sizes"
+            )
         if self.attention == "luong_dot" and self.dec_hidden != self.enc_out:
             raise ValueError(
                 f"model.attention: luong_dot needs model.dec_hidden ({self.dec_hidden}) equal to the "
@@ -168,7 +180,8 @@ class ModelConfig(Section):
                 )
             if self.enc_layers != self.dec_layers or self.enc_out != self.dec_hidden:
                 raise ValueError(
-                    f"model.bridge: copy needs equal layers ({self.enc_layers} vs {self.dec_layers}) and "
+                    f"model.bridge: copy needs equal model.enc_layers and model.dec_layers "
+                    f"({self.enc_layers} vs {self.dec_layers}) and "
                     f"encoder output size = model.dec_hidden ({self.enc_out} vs {self.dec_hidden}); "
                     "use bridge: project"
                 )
