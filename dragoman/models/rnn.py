@@ -135,11 +135,14 @@ class RNNState:
     mask: Tensor  # (B, S)
 
     def select(self, index: Tensor) -> RNNState:
+        memory = self.memory.index_select(0, index)
+        # No attention and luong_dot use the memory itself as keys: copy it once per step, not twice.
+        keys = memory if self.keys is self.memory else self.keys.index_select(0, index)
         return RNNState(
             tuple(h.index_select(1, index) for h in self.hidden),
             None if self.feed is None else self.feed.index_select(0, index),
-            self.memory.index_select(0, index),
-            self.keys.index_select(0, index),
+            memory,
+            keys,
             self.mask.index_select(0, index),
         )
 
