@@ -5,6 +5,11 @@ dragoman prepare CONFIG             check text files, train tokenizers, store to
 dragoman train CONFIG [--resume]    train (prepares first when needed)
 dragoman translate MODEL_DIR        stdin/file → stdout/file, greedy, beam or sampling
 dragoman evaluate ...               sacreBLEU BLEU and chrF of a file or of a model on a test pair
+dragoman serve MODEL_DIR            HTTP server (FastAPI) with dynamic batching and a web page at /
+dragoman plot MODEL_DIR             training curves from the metrics log (PNG or SVG)
+dragoman attention MODEL_DIR TEXT   attention heatmaps of one translation
+dragoman diagram CONFIG|MODEL_DIR   Mermaid flowchart of the model's architecture
+dragoman export MODEL_DIR --to ctranslate2 OUT_DIR   a CTranslate2 model for deployment
 """
 
 from __future__ import annotations
@@ -91,8 +96,13 @@ def cmd_translate(args: argparse.Namespace) -> None:
     from dragoman.translator import Translator
 
     translator = Translator.load(args.model_dir, args.checkpoint)
-    texts = _read_input(args.input)
     options = _decode_options(args)
+    if args.interactive:
+        from dragoman.interactive import Session
+
+        Session(translator, options).run(sys.stdin, sys.stdout)
+        return
+    texts = _read_input(args.input)
     if options.get("n_best", 1) > 1:
         results = translator.translate_nbest(texts, **options)
         lines = [f"{i}\t{t.score:.4f}\t{t.text}" for i, nbest in enumerate(results) for t in nbest]
@@ -129,6 +139,58 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(report(hyps, refs))
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from dragoman.server import ServerSettings, serve
+
+    settings = ServerSettings(
+        max_batch_tokens=args.max_batch_tokens,
+        max_wait_ms=args.max_wait_ms,
+        max_texts=args.max_texts,
+        max_chars=args.max_chars,
+        max_request_bytes=args.max_request_bytes,
+        max_beam=args.max_beam,
+    )
+    serve(args.model_dir, settings, host=args.host, port=args.port, checkpoint=args.checkpoint)
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from dragoman.plots import plot_training
+
+    print(plot_training(Path(args.model_dir), Path(args.output) if args.output else None))
+
+
+def cmd_attention(args: argparse.Namespace) -> None:
+    from dragoman.plots import plot_attention
+    from dragoman.translator import Translator
+
+    alignment = Translator.load(args.model_dir, args.checkpoint).align(args.text, **_decode_options(args))
+    print(alignment.translation.text)
+    if alignment.weights is None:
+        raise DragomanError(
+            "this model has no attention to draw (model.attention: none)",
+            file=Path(args.model_dir) / "config.yaml",
+            fix="attention heatmaps need a Transformer or an RNN decoder with attention",
+        )
+    out = Path(args.output) if args.output else Path(args.model_dir) / "attention.png"
+    print(plot_attention(alignment, out, layer=args.layer, head=args.head))
+
+
+def cmd_diagram(args: argparse.Namespace) -> None:
+    from dragoman.diagram import diagram
+
+    text = diagram(Path(args.path))
+    if args.format == "markdown":
+        text = f"```mermaid\n{text.rstrip()}\n```\n"
+    _write_output(args.output, text.rstrip("\n").split("\n"))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from dragoman.export import export_ctranslate2
+
+    out = export_ctranslate2(Path(args.model_dir), Path(args.out_dir), args.quantization, args.checkpoint)
+    print(f"CTranslate2 model written to {out}")
+
+
 def cmd_quickstart(args: argparse.Namespace) -> None:
     from dragoman.quickstart import run
 
@@ -160,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir")
     p.add_argument("-i", "--input", help="input file (default: stdin)")
     p.add_argument("-o", "--output", help="output file (default: stdout)")
+    p.add_argument(
+        "--interactive", action="store_true", help="a prompt with history; `:help` lists the commands"
+    )
     _add_decode_arguments(p)
     p.set_defaults(func=cmd_translate)
 
@@ -172,6 +237,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", required=True, help="reference file")
     _add_decode_arguments(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("serve", help="HTTP server with dynamic batching and a web page")
+    p.add_argument("model_dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    group = p.add_argument_group("batching and limits")
+    group.add_argument("--max-batch-tokens", type=int, default=4096, help="source tokens per model call")
+    group.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others")
+    group.add_argument("--max-texts", type=int, default=64, help="texts per request")
+    group.add_argument("--max-chars", type=int, default=2000, help="characters per text")
+    group.add_argument("--max-request-bytes", type=int, default=1_000_000, help="request body size")
+    group.add_argument("--max-beam", type=int, default=16, help="largest beam a request may ask for")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("plot", help="training curves (loss, perplexity, BLEU, learning rate)")
+    p.add_argument("model_dir")
+    p.add_argument("-o", "--output", help="PNG or SVG file (default: MODEL_DIR/training.png)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("attention", help="attention heatmaps of one translation")
+    p.add_argument("model_dir")
+    p.add_argument("text")
+    p.add_argument("-o", "--output", help="PNG or SVG file (default: MODEL_DIR/attention.png)")
+    p.add_argument("--layer", type=int, help="only this decoder layer (default: all)")
+    p.add_argument("--head", type=int, help="only this head (default: all)")
+    _add_decode_arguments(p)
+    p.set_defaults(func=cmd_attention)
+
+    p = sub.add_parser("diagram", help="Mermaid flowchart of a model's architecture")
+    p.add_argument("path", metavar="CONFIG_OR_MODEL_DIR")
+    p.add_argument("--format", choices=["mermaid", "markdown"], default="mermaid")
+    p.add_argument("-o", "--output", help="output file (default: stdout)")
+    p.set_defaults(func=cmd_diagram)
+
+    p = sub.add_parser("export", help="export a Transformer model for CTranslate2")
+    p.add_argument("model_dir")
+    p.add_argument("--to", choices=["ctranslate2"], required=True)
+    p.add_argument("out_dir")
+    p.add_argument("--quantization", choices=["int8", "int8_float32", "int16", "float16"])
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

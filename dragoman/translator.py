@@ -21,7 +21,7 @@ from dragoman.checkpoint import last_checkpoint, load_weights
 from dragoman.config import Config, DecodeConfig, load_config
 from dragoman.data.batches import pad
 from dragoman.data.prepare import load_tokenizers
-from dragoman.data.tokenizers import Tokenizer
+from dragoman.data.tokenizers import BOS, EOS, SPECIALS, Tokenizer
 from dragoman.errors import DragomanError
 from dragoman.models import build_model
 
@@ -32,6 +32,21 @@ log = logging.getLogger("dragoman")
 class Translation:
     text: str
     score: float
+
+
+@dataclass
+class Alignment:
+    """One translation with its tokens and the attention of each output token over the input.
+
+    `weights` is (layers, heads, T, S): the Transformer's cross-attention per decoder layer and
+    head, or (1, 1, T, S) for an RNN decoder's attention; None for a model without attention.
+    `target` ends with "</s>", whose row is the attention while predicting the end.
+    """
+
+    translation: Translation
+    source: list[str]
+    target: list[str]
+    weights: np.ndarray | None
 
 
 def load_model(
@@ -72,22 +87,51 @@ class Translator:
         return [nbest[0].text for nbest in self.translate_nbest(texts, **options)]
 
     def translate_nbest(self, texts: list[str], **options) -> list[list[Translation]]:
-        try:  # the overrides obey the same rules as the config file
-            decode = DecodeConfig.model_validate({**self.config.decode.model_dump(), **options})
-        except ValidationError as exc:
-            raise DragomanError(
-                f"invalid decoding options: {exc.errors()[0]['msg']} ({exc.errors()[0]['loc']})"
-            ) from None
+        decode = self.decode_config(**options)
         ids = self._encode(texts)
         results: list[list[Translation]] = [[Translation("", 0.0)] for _ in texts]
-        generator = None
-        if decode.sampling and decode.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(decode.seed)
+        generator = self._generator(decode)
         for batch in self._batches(ids, decode.batch_tokens):
             hyps = self._search([ids[i] for i in batch], decode, generator)
             for i, tokens, scores in zip(batch, hyps.tokens, hyps.scores):
                 results[i] = [Translation(self.tgt_tok.decode(t), s) for t, s in zip(tokens, scores)]
         return results
+
+    @torch.inference_mode()
+    def align(self, text: str, **options) -> Alignment:
+        """Translate one text (its best output) and record the attention that produced it."""
+        decode = self.decode_config(**options)
+        ids = self._encode([text])[0]
+        if not ids:
+            return Alignment(Translation("", 0.0), [], [], None)
+        hyps = self._search([ids], decode, self._generator(decode))
+        out, score = hyps.tokens[0][0], hyps.scores[0][0]
+        src = torch.tensor([ids], device=self.device)
+        tgt_in = torch.tensor([[BOS, *out]], device=self.device)
+        try:
+            weights = self.model.attention_weights(src, tgt_in)[:, 0].float().cpu().numpy()
+        except ValueError:  # a model without attention
+            weights = None
+        return Alignment(
+            Translation(self.tgt_tok.decode(out), score),
+            self.src_tok.pieces(ids),
+            [*self.tgt_tok.pieces(out), SPECIALS[EOS]],
+            weights,
+        )
+
+    def decode_config(self, **options) -> DecodeConfig:
+        """The config's decode section with `options` overriding it, checked like the config file."""
+        try:
+            return DecodeConfig.model_validate({**self.config.decode.model_dump(), **options})
+        except ValidationError as exc:
+            raise DragomanError(
+                f"invalid decoding options: {exc.errors()[0]['msg']} ({exc.errors()[0]['loc']})"
+            ) from None
+
+    def _generator(self, decode: DecodeConfig) -> torch.Generator | None:
+        if decode.sampling and decode.seed is not None:
+            return torch.Generator(device=self.device).manual_seed(decode.seed)
+        return None
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         max_len = self.config.data.max_len
