@@ -124,9 +124,10 @@ class Translator:
         try:
             return DecodeConfig.model_validate({**self.config.decode.model_dump(), **options})
         except ValidationError as exc:
-            raise DragomanError(
-                f"invalid decoding options: {exc.errors()[0]['msg']} ({exc.errors()[0]['loc']})"
-            ) from None
+            error = exc.errors()[0]
+            where = ".".join(map(str, error["loc"]))
+            message = error["msg"].removeprefix("Value error, ")
+            raise DragomanError(f"invalid decoding option: {where + ': ' if where else ''}{message}") from None
 
     def _generator(self, decode: DecodeConfig) -> torch.Generator | None:
         if decode.sampling and decode.seed is not None:

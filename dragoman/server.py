@@ -1,0 +1,368 @@
+"""The HTTP server: FastAPI + uvicorn, dynamic batching, request limits and the web page.
+
+dragoman serve runs/transformer          # http://127.0.0.1:8000/ (page), /docs (OpenAPI)
+
+POST /v1/translate  {"texts": ["Save the file"], "beam": 5}  → {"outputs": [{"text", "score", "n_best"}]}
+POST /v1/attention  {"text": "Save the file"}                → the translation, its tokens, the attention
+GET  /v1/model      the model's config, size and the server's limits
+GET  /health        liveness, with how many requests and model batches were served
+
+Dynamic batching: a request's texts wait in a queue; one worker takes everything that arrived within
+`max_wait_ms` of the first (up to `max_batch_tokens` source tokens), groups it by decoding options and
+runs each group as one Translator call on a worker thread, so the event loop keeps accepting requests
+while the model works. A request that fails alone (see `Batcher._run`) never fails the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from dragoman.errors import DragomanError
+from dragoman.translator import Translation, Translator
+
+log = logging.getLogger("dragoman")
+PAGE = Path(__file__).parent / "web" / "index.html"
+
+
+class ServerSettings(BaseModel):
+    """Batching and limits; `dragoman serve --help` lists them as options."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_batch_tokens: int = Field(4096, ge=1, description="source tokens gathered into one model call")
+    max_wait_ms: float = Field(5.0, ge=0, description="how long the first request waits for company")
+    max_texts: int = Field(64, ge=1, description="texts per request")
+    max_chars: int = Field(2000, ge=1, description="characters per text")
+    max_request_bytes: int = Field(1_000_000, ge=1, description="size of a request body")
+    max_beam: int = Field(16, ge=1, description="largest beam (and n-best) a request may ask for")
+
+
+# --- the API's messages ----------------------------------------------------------------------------
+
+
+class DecodeOptions(BaseModel):
+    """Decoding options; each one left out takes the model's `decode` section."""
+
+    model_config = ConfigDict(extra="forbid")
+    beam: int | None = Field(None, ge=1)
+    n_best: int | None = Field(None, ge=1)
+    length_penalty: float | None = Field(None, ge=0)
+    max_len_a: float | None = Field(None, ge=0)
+    max_len_b: int | None = Field(None, ge=0)
+    sampling: bool | None = None
+    temperature: float | None = Field(None, gt=0)
+    top_k: int | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+
+    def overrides(self) -> dict:
+        return self.model_dump(exclude_none=True, exclude={"texts", "text"})
+
+
+class TranslateRequest(DecodeOptions):
+    texts: list[str] = Field(min_length=1, examples=[["Save the file as…"]])
+
+
+class Hypothesis(BaseModel):
+    text: str
+    score: float = Field(description="summed log-probability (divided by the length penalty in beam search)")
+
+
+class Output(Hypothesis):
+    n_best: list[Hypothesis]
+
+
+class TranslateResponse(BaseModel):
+    outputs: list[Output]
+
+
+class AttentionRequest(DecodeOptions):
+    text: str = Field(examples=["Save the file as…"])
+
+
+class AttentionResponse(BaseModel):
+    translation: Hypothesis
+    source: list[str] = Field(description="source tokens (S)")
+    target: list[str] = Field(description="output tokens (T), ending with </s>")
+    weights: list[list[list[list[float]]]] | None = Field(
+        description="(layers, heads, T, S) attention probabilities; null for a model without attention"
+    )
+
+
+class ErrorResponse(BaseModel):
+    error: dict = Field(examples=[{"type": "limit", "limit": "max_texts", "message": "…"}])
+
+
+class LimitExceeded(Exception):
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit, self.message = limit, message
+
+
+# --- dynamic batching ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    texts: list[str]
+    options: dict
+    tokens: int
+    future: asyncio.Future
+    alone: bool = False  # seeded sampling: other texts in the batch would change its random draws
+
+
+@dataclass
+class Batcher:
+    """Gathers concurrent requests into model calls, run one at a time on a worker thread."""
+
+    translator: Translator
+    max_batch_tokens: int
+    max_wait_ms: float
+    batches: int = 0  # model calls made for /v1/translate
+    requests: int = 0
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "dragoman-model"))
+
+    async def translate(self, texts: list[str], options: dict) -> list[list[Translation]]:
+        tokens = sum(map(len, self.translator.src_tok.encode_batch(texts)))
+        alone = bool(options.get("sampling") and options.get("seed") is not None)
+        job = _Job(texts, options, tokens, asyncio.get_running_loop().create_future(), alone)
+        self.requests += 1
+        await self.queue.put(job)
+        return await job.future
+
+    async def call(self, function, *args, **kwargs):
+        """Run other model work (attention) on the same thread, so calls never overlap."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(function, *args, **kwargs))
+
+    async def run_forever(self) -> None:
+        while True:
+            jobs = await self._gather()
+            groups: dict[object, list[_Job]] = {}
+            for job in jobs:
+                key = id(job) if job.alone else tuple(sorted(job.options.items()))
+                groups.setdefault(key, []).append(job)
+            for group in groups.values():
+                await self._run(group)
+
+    async def _gather(self) -> list[_Job]:
+        """The first waiting job and whatever arrives within max_wait_ms, up to max_batch_tokens."""
+        jobs = [await self.queue.get()]
+        tokens = jobs[0].tokens
+        deadline = time.monotonic() + self.max_wait_ms / 1000
+        while tokens < self.max_batch_tokens:
+            try:
+                job = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    job = await asyncio.wait_for(self.queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    break
+            jobs.append(job)
+            tokens += job.tokens
+        return jobs
+
+    async def _run(self, group: list[_Job]) -> None:
+        live = [job for job in group if not job.future.done()]  # a client may have gone away
+        if not live:
+            return
+        texts = [text for job in live for text in job.texts]
+        try:
+            self.batches += 1
+            results = await self.call(self.translator.translate_nbest, texts, **live[0].options)
+        except Exception as exc:
+            if len(live) > 1:  # find the culprit: each job alone, so one bad request fails alone
+                for job in live:
+                    await self._run([job])
+                return
+            live[0].future.set_exception(exc)
+            return
+        start = 0
+        for job in live:
+            if not job.future.done():
+                job.future.set_result(results[start : start + len(job.texts)])
+            start += len(job.texts)
+
+
+# --- the application -------------------------------------------------------------------------------
+
+
+def create_app(translator: Translator, settings: ServerSettings | None = None) -> FastAPI:
+    """The FastAPI app for one model; `serve` runs it with uvicorn, tests with TestClient."""
+    settings = settings or ServerSettings()
+    batcher = Batcher(translator, settings.max_batch_tokens, settings.max_wait_ms)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.queue = asyncio.Queue()  # bound to the server's event loop
+        worker = asyncio.create_task(batcher.run_forever())
+        yield
+        worker.cancel()  # uvicorn has finished the requests in flight by now
+        batcher.executor.shutdown(wait=True)
+
+    app = FastAPI(
+        title="dragoman",
+        summary=f"{translator.config.name}: {translator.config.model.name}",
+        lifespan=lifespan,
+        responses={413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    )
+    app.state.batcher, app.state.settings = batcher, settings
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    _add_error_handlers(app)
+
+    def check(options: DecodeOptions, texts: list[str]) -> dict:
+        if len(texts) > settings.max_texts:
+            raise LimitExceeded("max_texts", f"{len(texts)} texts; at most {settings.max_texts} per request")
+        for i, text in enumerate(texts):
+            if len(text) > settings.max_chars:
+                raise LimitExceeded(
+                    "max_chars", f"text {i} has {len(text)} characters; at most {settings.max_chars}"
+                )
+        overrides = options.overrides()
+        for name in ("beam", "n_best"):
+            if overrides.get(name, 1) > settings.max_beam:
+                raise LimitExceeded("max_beam", f"{name} {overrides[name]}; at most {settings.max_beam}")
+        try:
+            translator.decode_config(**overrides)  # e.g. n_best > beam
+        except DragomanError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return overrides
+
+    @app.post("/v1/translate", response_model=TranslateResponse)
+    async def translate(request: TranslateRequest) -> TranslateResponse:
+        results = await batcher.translate(request.texts, check(request, request.texts))
+        return TranslateResponse(
+            outputs=[
+                Output(
+                    text=nbest[0].text,
+                    score=nbest[0].score,
+                    n_best=[Hypothesis(text=t.text, score=t.score) for t in nbest],
+                )
+                for nbest in results
+            ]
+        )
+
+    @app.post("/v1/attention", response_model=AttentionResponse)
+    async def attention(request: AttentionRequest) -> AttentionResponse:
+        alignment = await batcher.call(translator.align, request.text, **check(request, [request.text]))
+        best = alignment.translation
+        return AttentionResponse(
+            translation=Hypothesis(text=best.text, score=best.score),
+            source=alignment.source,
+            target=alignment.target,
+            weights=None if alignment.weights is None else alignment.weights.round(4).tolist(),
+        )
+
+    @app.get("/v1/model")
+    async def model_info() -> dict:
+        config = translator.config
+        return {
+            "name": config.name,
+            "task": "translate",
+            "architecture": config.model.name,
+            "parameters": sum(p.numel() for p in translator.model.parameters()),
+            "src_vocab": translator.src_tok.vocab_size,
+            "tgt_vocab": translator.tgt_tok.vocab_size,
+            "max_len": config.data.max_len,
+            "model": config.model.model_dump(mode="json"),
+            "decode": config.decode.model_dump(mode="json"),
+            "limits": settings.model_dump(),
+        }
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "requests": batcher.requests, "batches": batcher.batches}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    return app
+
+
+def _error(status: int, kind: str, message: str, **extra) -> JSONResponse:
+    return JSONResponse({"error": {"type": kind, "message": message, **extra}}, status_code=status)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LimitExceeded)
+    async def limit_exceeded(request: Request, exc: LimitExceeded) -> JSONResponse:
+        return _error(413, "limit", exc.message, limit=exc.limit)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            return _error(422, "invalid_json", f"malformed JSON: {first.get('ctx', {}).get('error', '')}")
+        where = ".".join(str(part) for part in first["loc"] if part != "body")
+        return _error(422, "invalid_request", f"{where}: {first['msg']}" if where else first["msg"])
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 413:
+            return _error(413, "limit", str(exc.detail), limit="max_request_bytes")
+        return _error(exc.status_code, "invalid_request" if exc.status_code == 422 else "http", str(exc.detail))
+
+    @app.exception_handler(DragomanError)
+    async def dragoman_error(request: Request, exc: DragomanError) -> JSONResponse:
+        return _error(422, "invalid_request", str(exc))
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes is refused with 413, whether it says its
+    length up front (Content-Length) or streams it."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        message = f"request body over {self.limit} bytes"
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            response = _error(413, "limit", message, limit="max_request_bytes")
+            return await response(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            event = await receive()
+            received += len(event.get("body", b""))
+            if received > self.limit:
+                raise HTTPException(413, message)  # FastAPI's handlers turn it into the JSON error
+            return event
+
+        await self.app(scope, limited_receive, send)
+
+
+def serve(
+    model_dir: str | Path,
+    settings: ServerSettings,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    checkpoint: str = "best",
+) -> None:
+    """Load a model and serve it until SIGINT/SIGTERM; requests in flight are finished first."""
+    import uvicorn
+
+    if not PAGE.exists():
+        raise DragomanError("the web page is missing from the installation", file=PAGE)
+    translator = Translator.load(model_dir, checkpoint)
+    log.info("serving %s (%s) on http://%s:%d/", model_dir, translator.config.model.name, host, port)
+    uvicorn.run(create_app(translator, settings), host=host, port=port, timeout_graceful_shutdown=30)
