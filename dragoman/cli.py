@@ -100,10 +100,13 @@ def cmd_translate(args: argparse.Namespace) -> None:
     if args.interactive:
         from dragoman.interactive import Session
 
+        if args.input or args.output:
+            raise DragomanError("--interactive reads the terminal; it takes no -i/-o files")
+
         Session(translator, options).run(sys.stdin, sys.stdout)
         return
     texts = _read_input(args.input)
-    if options.get("n_best", 1) > 1:
+    if translator.decode_config(**options).n_best > 1:  # asked for, or the model's default
         results = translator.translate_nbest(texts, **options)
         lines = [f"{i}\t{t.score:.4f}\t{t.text}" for i, nbest in enumerate(results) for t in nbest]
     else:

@@ -34,8 +34,8 @@ _BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
 def allowed(key: str) -> str:
     """What decoding option `key` takes, in words: 'an integer ≥ 1', 'a number > 0.0 and ≤ 1.0'."""
     field = DecodeConfig.model_fields[key]
-    bounds = [f"{sign} {getattr(m, name)}" for m in field.metadata for name, sign in _BOUNDS.items()
-              if getattr(m, name, None) is not None]  # fmt: skip
+    limits = [(name, getattr(m, name, None)) for m in field.metadata for name in _BOUNDS]
+    bounds = [f"{_BOUNDS[name]} {limit}" for name, limit in limits if limit is not None]
     return " ".join([_TYPES.get(field.annotation, "an integer or none"), " and ".join(bounds)]).strip()
 
 
@@ -70,16 +70,13 @@ class Session:
         try:
             while True:
                 try:
-                    if readline:  # input(), not infile.readline(), is what edits lines with readline
-                        line = input("> ") + "\n"
-                    else:
-                        self.out.write("> " if tty else "")
-                        self.out.flush()
-                        line = infile.readline()
-                    if not line or not self.handle(line.strip()):
+                    line = self._read(infile, tty, readline)
+                    if not line:  # the end of the input, or Ctrl-D
+                        if tty:
+                            self.say("")  # the shell's prompt goes on a line of its own
                         break
-                except EOFError:  # Ctrl-D at input()'s prompt
-                    break
+                    if not self.handle(line.strip()):
+                        break
                 except KeyboardInterrupt:  # Ctrl-C drops the line (or the translation), not the session
                     if not tty:
                         raise
@@ -87,6 +84,17 @@ class Session:
         finally:
             if readline:
                 self._save_history(readline)
+
+    def _read(self, infile: TextIO, tty: bool, readline: Any) -> str:
+        """The next line with its newline, or "" at the end of the input."""
+        if readline:  # input(), not infile.readline(), is what edits lines with readline
+            try:
+                return input("> ") + "\n"
+            except EOFError:
+                return ""
+        self.out.write("> " if tty else "")
+        self.out.flush()
+        return infile.readline()
 
     def handle(self, line: str) -> bool:
         """Act on one stripped input line; False means quit."""
@@ -96,7 +104,8 @@ class Session:
             except DragomanError as exc:
                 self.say(f"error: {exc}")
         elif line:
-            name, *args = line[1:].replace("-", "_").split() or [""]
+            name, *args = line[1:].split() or [""]
+            name = name.replace("-", "_")
             if name in ("quit", "q", "exit"):
                 return False
             if name in DecodeConfig.model_fields:
@@ -124,7 +133,7 @@ class Session:
         if len(args) != 2:
             self.say("error: usage: :set KEY VALUE, e.g. :set beam 5")
             return
-        key, value = args
+        key, value = args[0].replace("-", "_"), args[1]
         if key not in DecodeConfig.model_fields:
             self.say(f"error: unknown option {key}; options: {', '.join(DecodeConfig.model_fields)}")
             return
@@ -154,6 +163,7 @@ class Session:
             self.say("error: usage: :time on, or :time off")
             return
         self.timing = args == ["on"]
+        self.say(f"time {args[0]}")
 
     def show_help(self, args: list[str]) -> None:
         self.say(HELP)
