@@ -168,6 +168,8 @@ def cmd_attention(args: argparse.Namespace) -> None:
 
     alignment = Translator.load(args.model_dir, args.checkpoint).align(args.text, **_decode_options(args))
     print(alignment.translation.text)
+    if not alignment.source:
+        raise DragomanError("the text is empty: nothing to translate", fix="give a sentence in quotes")
     if alignment.weights is None:
         raise DragomanError(
             "this model has no attention to draw (model.attention: none)",

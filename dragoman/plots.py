@@ -9,7 +9,7 @@ panels against the step: loss, perplexity, BLEU/chrF and the learning rate.
 one row per decoder layer and one column per head (a Transformer's cross-attention), or a single
 map (an RNN decoder's attention, Bahdanau et al., 2015).
 
-Both use matplotlib's object API (`Figure`, no pyplot): no global state and no display. The image
+Both use matplotlib's object API (`Figure`, no pyplot): no pyplot state and no display needed. The image
 is rendered in memory and written atomically, so a reader never sees half a file; the suffix of the
 output path (.png or .svg) picks the format.
 """
@@ -24,6 +24,7 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -55,7 +56,8 @@ def plot_training(model_dir: Path, out: Path | None = None) -> Path:
     out = model_dir / "training.png" if out is None else Path(out)
     fmt = _format(out)
     records = read_metrics(model_dir / "metrics.jsonl")
-    _save(_training_figure(records, model_dir.resolve().name), out, fmt)
+    name = "/".join(model_dir.resolve().parts[-2:])  # runs/quickstart/model → quickstart/model
+    _save(_training_figure(records, name), out, fmt)
     return out
 
 
@@ -82,7 +84,7 @@ def read_metrics(path: Path) -> list[dict]:
                 line=n,
                 fix="repair or delete this line",
             ) from None
-        if not isinstance(record, dict) or not isinstance(record.get("step"), (int, float)):
+        if not isinstance(record, dict) or not _is_number(record.get("step")):
             raise DragomanError(
                 'not a metrics record (a JSON object with "kind" and a numeric "step")',
                 file=path,
@@ -100,13 +102,15 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def _series(records: list[dict], kind: str, key: str) -> tuple[list[float], list[float]]:
-    """Steps and values of `key` in the records of `kind`; records without a number there are left out."""
-    points = [
-        (r["step"], float(r[key]))
-        for r in records
-        if r.get("kind") == kind and isinstance(r.get(key), (int, float)) and not isinstance(r[key], bool)
-    ]
+    """Steps and values of `key` in the records of `kind`. Records without a finite number there
+    (no such key, a NaN loss) are left out."""
+    points = [(r["step"], r.get(key)) for r in records if r.get("kind") == kind]
+    points = [(s, float(v)) for s, v in points if _is_number(v) and math.isfinite(v)]
     return [s for s, _ in points], [v for _, v in points]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _training_figure(records: list[dict], name: str) -> Figure:
@@ -123,7 +127,8 @@ def _training_figure(records: list[dict], name: str) -> Figure:
     _line(ppl, (steps, train_ppl), "exp(train loss)", alpha=0.6, linestyle="--")
     _line(ppl, _series(records, "valid", "ppl"), "valid", marker="o")
     ppl.set_title("perplexity")
-    if ppl.has_data():
+    low, high = ppl.dataLim.intervaly
+    if ppl.has_data() and 0 < low and high > 20 * low:  # log scale only where it spans decades
         ppl.set_yscale("log")
 
     _line(scores, _series(records, "valid", "bleu"), "BLEU", marker="o")
@@ -147,6 +152,8 @@ def _training_figure(records: list[dict], name: str) -> Figure:
 
 def _line(ax, series: tuple[list[float], list[float]], label: str | None, **style) -> None:
     steps, values = series
+    if len(steps) < 3:  # a line needs two points; show them as points
+        style.setdefault("marker", "o")
     if steps:
         ax.plot(steps, values, label=label, markersize=4, **style)
 
@@ -196,17 +203,21 @@ def _attention_figure(
 ) -> Figure:
     _, _, T, S = weights.shape
     rows, cols = len(layers), len(heads)
-    # Square cells of CELL inches, plus room for the token labels, the title and the colorbar;
-    # capped, in which case the cells (and their labels) shrink.
-    margin_w, margin_h = 1.0 + 0.07 * _longest(alignment.target), 1.2 + 0.07 * _longest(alignment.source)
-    width = min(MAX_FIGURE, cols * max(S * CELL, 1.5) + margin_w + 1.0)
-    height = min(MAX_FIGURE, rows * max(T * CELL, 1.5) + margin_h + 0.4 * (1 + titled))
-    cell_pt = 72 * min((width - margin_w - 1.0) / (cols * S), (height - margin_h) / (rows * T))
+    # Square cells of CELL inches, plus room for the token labels, the titles and the colorbar.
+    # Past MAX_FIGURE the cells shrink (staying square), and their labels with them.
+    extra_w = 2.0 + 0.07 * _longest(alignment.target)
+    extra_h = 1.2 + 0.07 * _longest(alignment.source) + 0.3 * rows * titled
+    panel_w, panel_h = max(S * CELL, 1.5), max(T * CELL, 1.5)
+    scale = min(1.0, (MAX_FIGURE - extra_w) / (cols * panel_w), (MAX_FIGURE - extra_h) / (rows * panel_h))
+    width, height = cols * panel_w * scale + extra_w, rows * panel_h * scale + extra_h
+    cell_pt = 72 * scale * min(panel_w / S, panel_h / T)
     fontsize = float(np.clip(0.6 * cell_pt, 5, 10))
+    if cell_pt < 6:
+        log.info("%d×%d maps of %d×%d tokens are small: --layer/--head draw one larger", rows, cols, T, S)
     step = math.ceil(6 / cell_pt) if cell_pt < 6 else 1  # too small to label all: every step-th
 
     fig = Figure(figsize=(width, height), layout="constrained")
-    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)
+    axes = fig.subplots(rows, cols, squeeze=False)
     chosen = weights[np.ix_(layers, heads)]  # (rows, cols, T, S)
     vmax = max(float(chosen.max()), 1e-6)  # one colour scale for all panels, so they compare
     for r, l in enumerate(layers):
@@ -215,25 +226,31 @@ def _attention_figure(
             image = ax.imshow(weights[l, h], cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
             if titled:
                 ax.set_title(f"layer {l}, head {h}", fontsize=10)
-            _token_ticks(ax, alignment.source, alignment.target, fontsize, step)
-            ax.tick_params(labelbottom=r == rows - 1, labelleft=c == 0)
-    for ax in axes[-1]:
-        ax.set_xlabel("source")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("target")
+            # Tokens along the outer edges only: the panels line up, and ticks are slow to draw.
+            if r == rows - 1:
+                _token_ticks(ax.xaxis, alignment.source, fontsize, step, rotation=60)
+                ax.set_xlabel("source")
+            else:
+                ax.set_xticks([])
+            if c == 0:
+                _token_ticks(ax.yaxis, alignment.target, fontsize, step)
+                ax.set_ylabel("target")
+            else:
+                ax.set_yticks([])
     colorbar = fig.colorbar(image, ax=axes, pad=0.02)
     colorbar.set_label("attention weight")
     title = f"→ {alignment.translation.text}  (score {alignment.translation.score:.2f})"
-    wrap = max(40, int(width * 72 / 7.5))  # about the characters that fit across the figure
-    fig.suptitle(_escape(textwrap.shorten(title, 4 * wrap, placeholder=" …")), fontsize=11, wrap=True)
+    wrap = max(30, int(width * 72 / 8))  # about the characters of 11 pt text across the figure
+    title = textwrap.fill(textwrap.shorten(title, 3 * wrap, placeholder=" …"), wrap)
+    fig.suptitle(_escape(title), fontsize=11)
     return fig
 
 
-def _token_ticks(ax, source: list[str], target: list[str], fontsize: float, step: int) -> None:
-    xs, ys = range(0, len(source), step), range(0, len(target), step)
-    ax.set_xticks(list(xs), [_label(source[i]) for i in xs], rotation=60, ha="right", fontsize=fontsize)
-    ax.set_yticks(list(ys), [_label(target[i]) for i in ys], fontsize=fontsize)
-    ax.tick_params(length=2, pad=1)
+def _token_ticks(axis, tokens: list[str], fontsize: float, step: int, rotation: float = 0) -> None:
+    at = range(0, len(tokens), step)
+    style = {"rotation": rotation, "ha": "right", "rotation_mode": "anchor"} if rotation else {}
+    axis.set_ticks(list(at), [_label(tokens[i]) for i in at], fontsize=fontsize, **style)
+    axis.set_tick_params(length=2, pad=2)
 
 
 def _label(token: str, limit: int = 14) -> str:
@@ -257,7 +274,9 @@ def _format(out: Path) -> str:
     fmt = FORMATS.get(out.suffix.lower())
     if fmt is None:
         raise DragomanError(
-            f"cannot draw a {out.suffix or 'file without a suffix'} file",
+            f"cannot tell the image format from the suffix {out.suffix!r}"
+            if out.suffix
+            else "cannot tell the image format: the file name has no suffix",
             file=out,
             fix="name the output .png or .svg",
         )
@@ -268,5 +287,6 @@ def _save(fig: Figure, out: Path, fmt: str) -> None:
     buffer = io.BytesIO()
     # No date or version in the file: the same log draws the same bytes.
     metadata = {"Date": None, "Creator": None} if fmt == "svg" else {"Software": None}
-    fig.savefig(buffer, format=fmt, dpi=DPI, metadata=metadata)
+    with matplotlib.rc_context({"svg.hashsalt": "dragoman"}):  # SVG ids from a fixed salt, not random
+        fig.savefig(buffer, format=fmt, dpi=DPI, metadata=metadata)
     atomic_write_bytes(out, buffer.getvalue())

@@ -68,9 +68,7 @@ class MetricsLog:
     def __init__(self, model_dir: Path, resume_step: int | None) -> None:
         self.path = model_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():  # forget what came after the checkpoint
-            rows = [
-                r for r in self.path.read_text().splitlines() if r and json.loads(r)["step"] <= resume_step
-            ]
+            rows = [r for r in self.path.read_text().splitlines() if self._before(r, resume_step)]
             atomic_write_text(self.path, "".join(r + "\n" for r in rows))
         elif resume_step is None:
             self.path.unlink(missing_ok=True)
@@ -81,6 +79,14 @@ class MetricsLog:
             self.board = SummaryWriter(str(model_dir / "tensorboard"))
         except ImportError:
             self.board = None
+
+    @staticmethod
+    def _before(row: str, step: int) -> bool:
+        """Whether a log line belongs before `step`; a line cut short by a killed run does not."""
+        try:
+            return json.loads(row)["step"] <= step
+        except (ValueError, KeyError, TypeError):
+            return False
 
     def write(self, kind: str, step: int, **values: float) -> None:
         self.file.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")

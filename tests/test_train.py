@@ -101,3 +101,12 @@ def test_sigkill_then_resume_gives_the_losses_of_an_uninterrupted_run(copy_task,
     expected, got = _losses(tmp_path / "whole"), _losses(tmp_path / "killed")
     assert sorted(got) == list(range(1, 41))
     assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_resume_forgets_later_metrics_and_a_line_cut_short_by_a_kill(tmp_path):
+    from dragoman.train import MetricsLog
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"kind": "train", "step": 50, "loss": 2.0}\n{"kind": "train", "step": 100, "loss": 1.5}\n{"kind": "tr')
+    MetricsLog(tmp_path, resume_step=50).close()
+    assert log.read_text() == '{"kind": "train", "step": 50, "loss": 2.0}\n'
