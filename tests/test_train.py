@@ -107,6 +107,8 @@ def test_resume_forgets_later_metrics_and_a_line_cut_short_by_a_kill(tmp_path):
     from dragoman.train import MetricsLog
 
     log = tmp_path / "metrics.jsonl"
-    log.write_text('{"kind": "train", "step": 50, "loss": 2.0}\n{"kind": "train", "step": 100, "loss": 1.5}\n{"kind": "tr')
+    log.write_text(
+        '{"kind": "train", "step": 50, "loss": 2.0}\n{"kind": "train", "step": 100, "loss": 1.5}\n{"kind": "tr'
+    )
     MetricsLog(tmp_path, resume_step=50).close()
     assert log.read_text() == '{"kind": "train", "step": 50, "loss": 2.0}\n'
