@@ -127,7 +127,9 @@ class Translator:
             error = exc.errors()[0]
             where = ".".join(map(str, error["loc"]))
             message = error["msg"].removeprefix("Value error, ")
-            raise DragomanError(f"invalid decoding option: {where + ': ' if where else ''}{message}") from None
+            raise DragomanError(
+                f"invalid decoding option: {where + ': ' if where else ''}{message}"
+            ) from None
 
     def _generator(self, decode: DecodeConfig) -> torch.Generator | None:
         if decode.sampling and decode.seed is not None:
