@@ -73,7 +73,9 @@ class ModelConfig(Section):
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="on embeddings, between layers, on outputs")
     attention_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="transformer")
     norm: Literal["pre", "post"] = "pre"
-    positions: Literal["sinusoidal", "learned"] = "sinusoidal"
+    positions: Literal["sinusoidal", "learned"] = Field(
+        "sinusoidal", description="transformer; the cnn encoder always learns its positions (Gehring et al.)"
+    )
     max_positions: int = Field(1024, ge=8)
     share_embeddings: bool | None = Field(
         None, description="source/target; default: when the vocabulary is joint"
