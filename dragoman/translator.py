@@ -91,22 +91,29 @@ class Translator:
         ids = self._encode(texts)
         results: list[list[Translation]] = [[Translation("", 0.0)] for _ in texts]
         generator = self._generator(decode)
-        for batch in self._batches(ids, decode.batch_tokens):
+        for batch in self.batches(ids, decode.batch_tokens):
             hyps = self._search([ids[i] for i in batch], decode, generator)
             for i, tokens, scores in zip(batch, hyps.tokens, hyps.scores):
                 results[i] = [Translation(self.tgt_tok.decode(t), s) for t, s in zip(tokens, scores)]
         return results
 
     @torch.inference_mode()
-    def align(self, text: str, **options) -> Alignment:
-        """Translate one text (its best output) and record the attention that produced it."""
+    def align(self, text: str, target: str | None = None, **options) -> Alignment:
+        """Translate one text (its best output) and record the attention that produced it; or, given
+        `target`, the attention (and log-probability) of the model reading that output."""
         decode = self.decode_config(**options)
         ids = self._encode([text])[0]
         if not ids:
             return Alignment(Translation("", 0.0), [], [], None)
-        hyps = self._search([ids], decode, self._generator(decode))
-        out, score = hyps.tokens[0][0], hyps.scores[0][0]
         src = torch.tensor([ids], device=self.device)
+        if target is None:
+            hyps = self._search([ids], decode, self._generator(decode))
+            out, score = hyps.tokens[0][0], hyps.scores[0][0]
+        else:
+            out = self.tgt_tok.encode(target)[: self.model.max_positions - 2]
+            logits = self.model(src, torch.tensor([[BOS, *out]], device=self.device))  # (1, T, V)
+            logp = logits[0].float().log_softmax(-1).gather(-1, torch.tensor([[*out, EOS]]).T.to(self.device))
+            score = logp.sum().item()
         tgt_in = torch.tensor([[BOS, *out]], device=self.device)
         try:
             weights = self.model.attention_weights(src, tgt_in)[:, 0].float().cpu().numpy()
@@ -150,7 +157,7 @@ class Translator:
         return [seq[:max_len] for seq in ids]
 
     @staticmethod
-    def _batches(ids: list[list[int]], batch_tokens: int) -> list[list[int]]:
+    def batches(ids: list[list[int]], batch_tokens: int) -> list[list[int]]:
         """Indices of non-empty inputs, sorted by length and cut into batches of ≤ batch_tokens."""
         order = sorted((i for i, seq in enumerate(ids) if seq), key=lambda i: len(ids[i]))
         batches, current = [], []
