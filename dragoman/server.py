@@ -29,6 +29,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dragoman.errors import DragomanError
 from dragoman.translator import Translation, Translator
@@ -68,7 +69,7 @@ class DecodeOptions(BaseModel):
     seed: int | None = None
 
     def overrides(self) -> dict:
-        return self.model_dump(exclude_none=True, exclude={"texts", "text"})
+        return self.model_dump(exclude_none=True, exclude={"texts", "text", "target"})
 
 
 class TranslateRequest(DecodeOptions):
@@ -90,6 +91,9 @@ class TranslateResponse(BaseModel):
 
 class AttentionRequest(DecodeOptions):
     text: str = Field(examples=["Save the file as…"])
+    target: str | None = Field(
+        None, description="an output to read instead of searching for one (e.g. one /v1/translate gave)"
+    )
 
 
 class AttentionResponse(BaseModel):
@@ -136,8 +140,8 @@ class Batcher:
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "dragoman-model"))
 
     async def translate(self, texts: list[str], options: dict) -> list[list[Translation]]:
-        tokens = sum(map(len, self.translator.src_tok.encode_batch(texts)))
-        alone = False
+        tokens = max(1, sum(map(len, self.translator.src_tok.encode_batch(texts))))
+        alone = bool(options.get("sampling") and options.get("seed") is not None)
         job = _Job(texts, options, tokens, asyncio.get_running_loop().create_future(), alone)
         self.requests += 1
         await self.queue.put(job)
@@ -152,11 +156,17 @@ class Batcher:
         while True:
             jobs = await self._gather()
             groups: dict[object, list[_Job]] = {}
-            for job in jobs:
-                key = id(job) if job.alone else ()
+            for job in jobs:  # `options` are complete (every decode field), so equal means same search
+                key = id(job) if job.alone else tuple(sorted(job.options.items()))
                 groups.setdefault(key, []).append(job)
             for group in groups.values():
-                await self._run(group)
+                try:
+                    await self._run(group)
+                except Exception as exc:  # never let the worker die: every later request would hang
+                    log.exception("batch failed")
+                    for job in group:
+                        if not job.future.done():
+                            job.future.set_exception(exc)
 
     async def _gather(self) -> list[_Job]:
         """The first waiting job and whatever arrives within max_wait_ms, up to max_batch_tokens."""
@@ -187,7 +197,7 @@ class Batcher:
             self.batches += 1
             results = await self.call(self.translator.translate_nbest, texts, **live[0].options)
         except Exception as exc:
-            if False:  # find the culprit: each job alone, so one bad request fails alone
+            if len(live) > 1:  # find the culprit: each job alone, so one bad request fails alone
                 for job in live:
                     await self._run([job])
                 return
@@ -212,6 +222,7 @@ def create_app(translator: Translator, settings: ServerSettings | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.queue = asyncio.Queue()  # bound to the server's event loop
+        batcher.executor = ThreadPoolExecutor(1, "dragoman-model")  # a fresh one at every start
         worker = asyncio.create_task(batcher.run_forever())
         yield
         worker.cancel()  # uvicorn has finished the requests in flight by now
@@ -235,15 +246,13 @@ def create_app(translator: Translator, settings: ServerSettings | None = None) -
                 raise LimitExceeded(
                     "max_chars", f"text {i} has {len(text)} characters; at most {settings.max_chars}"
                 )
-        overrides = options.overrides()
-        for name in ("beam", "n_best"):
-            if overrides.get(name, 1) > settings.max_beam:
-                raise LimitExceeded("max_beam", f"{name} {overrides[name]}; at most {settings.max_beam}")
-        try:
-            translator.decode_config(**overrides)  # e.g. n_best > beam
+        try:  # the model's decode section with the request's options, checked (e.g. n_best ≤ beam)
+            decode = translator.decode_config(**options.overrides()).model_dump()
         except DragomanError as exc:
             raise HTTPException(422, str(exc)) from None
-        return overrides
+        if decode["beam"] > settings.max_beam:  # n_best ≤ beam, so this bounds n_best too
+            raise LimitExceeded("max_beam", f"beam {decode['beam']}; at most {settings.max_beam}")
+        return decode
 
     @app.post("/v1/translate", response_model=TranslateResponse)
     async def translate(request: TranslateRequest) -> TranslateResponse:
@@ -261,7 +270,8 @@ def create_app(translator: Translator, settings: ServerSettings | None = None) -
 
     @app.post("/v1/attention", response_model=AttentionResponse)
     async def attention(request: AttentionRequest) -> AttentionResponse:
-        alignment = await batcher.call(translator.align, request.text, **check(request, [request.text]))
+        options = check(request, [request.text])
+        alignment = await batcher.call(translator.align, request.text, request.target, **options)
         best = alignment.translation
         return AttentionResponse(
             translation=Hypothesis(text=best.text, score=best.score),
@@ -314,15 +324,21 @@ def _add_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(part) for part in first["loc"] if part != "body")
         return _error(422, "invalid_request", f"{where}: {first['msg']}" if where else first["msg"])
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException too; 404 and 405 as well
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 413:
             return _error(413, "limit", str(exc.detail), limit="max_request_bytes")
-        return _error(exc.status_code, "invalid_request" if exc.status_code == 422 else "http", str(exc.detail))
+        return _error(
+            exc.status_code, "invalid_request" if exc.status_code == 422 else "http", str(exc.detail)
+        )
 
     @app.exception_handler(DragomanError)
     async def dragoman_error(request: Request, exc: DragomanError) -> JSONResponse:
         return _error(422, "invalid_request", str(exc))
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, "server_error", f"{type(exc).__name__}: {exc}")
 
 
 class BodyLimit:
@@ -346,7 +362,7 @@ class BodyLimit:
             nonlocal received
             event = await receive()
             received += len(event.get("body", b""))
-            if False:
+            if received > self.limit:
                 raise HTTPException(413, message)  # FastAPI's handlers turn it into the JSON error
             return event
 
