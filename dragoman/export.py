@@ -45,10 +45,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 from torch import Tensor, nn
 
-from dragoman.config import Config, DecodeConfig, load_config
+from dragoman.config import Config, load_config
 from dragoman.data.prepare import load_tokenizers, tokenizer_prefixes
 from dragoman.data.tokenizers import BOS, EOS, SPECIALS, UNK, Tokenizer
 from dragoman.errors import DragomanError
@@ -261,13 +260,9 @@ class CTranslate2Translator:
 
     def translate_ids(self, ids: list[list[int]], **options) -> list[list[int]]:
         """Source ids (no BOS/EOS) → the best output's ids (no BOS/EOS), one per input."""
-        from dragoman.translator import Translator
+        from dragoman.translator import Translator, override
 
-        try:
-            decode = DecodeConfig.model_validate({**self.config.decode.model_dump(), **options})
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            raise DragomanError(f"invalid decoding options: {error['msg']} ({error['loc']})") from None
+        decode = override(self.config.decode, **options)
         if decode.sampling:
             raise DragomanError("CTranslate2Translator does beam and greedy search, not sampling")
         # The limits computed as Translator._search does (float32), so they round alike.

@@ -49,6 +49,17 @@ class Alignment:
     weights: np.ndarray | None
 
 
+def override(decode: DecodeConfig, **options) -> DecodeConfig:
+    """`decode` with `options` overriding it, checked like the config file."""
+    try:
+        return DecodeConfig.model_validate({**decode.model_dump(), **options})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(map(str, error["loc"]))
+        message = error["msg"].removeprefix("Value error, ")
+        raise DragomanError(f"invalid decoding option: {where + ': ' if where else ''}{message}") from None
+
+
 def load_model(
     model_dir: str | Path, checkpoint: str = "best", device: str = "cpu"
 ) -> tuple[nn.Module, Config, Tokenizer, Tokenizer]:
@@ -128,15 +139,7 @@ class Translator:
 
     def decode_config(self, **options) -> DecodeConfig:
         """The config's decode section with `options` overriding it, checked like the config file."""
-        try:
-            return DecodeConfig.model_validate({**self.config.decode.model_dump(), **options})
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(map(str, error["loc"]))
-            message = error["msg"].removeprefix("Value error, ")
-            raise DragomanError(
-                f"invalid decoding option: {where + ': ' if where else ''}{message}"
-            ) from None
+        return override(self.config.decode, **options)
 
     def _generator(self, decode: DecodeConfig) -> torch.Generator | None:
         if decode.sampling and decode.seed is not None:
