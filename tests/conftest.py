@@ -40,6 +40,24 @@ def write_copy_task(
     }
 
 
+def tiny_config(data: dict, model_dir: Path, model: dict | None = None, **train) -> dict:
+    """A config for a tiny model that learns `data` (write_copy_task) in seconds: width 32, no dropout,
+    one thread, Adam at a constant 0.01; `model` and `train` add to or override those sections."""
+    return {
+        "data": data,
+        "model": {"d_model": 32, "dropout": 0.0, **(model or {})},
+        "train": {
+            "model_dir": str(model_dir),
+            "batch_tokens": 256,
+            "threads": 1,
+            "optimizer": {"name": "adam", "lr": 0.01},
+            "schedule": {"name": "constant", "warmup": 0},
+            **train,
+        },
+        "decode": {"max_len_a": 1.0, "max_len_b": 3},
+    }
+
+
 @pytest.fixture
 def copy_task(tmp_path: Path) -> dict:
     return write_copy_task(tmp_path / "data")

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import write_copy_task
+from conftest import tiny_config, write_copy_task
 from dragoman.cli import main
 from dragoman.config import parse_config
 from dragoman.data.text import read_lines
@@ -36,23 +36,8 @@ MODEL = {
 
 
 def classic_config(data: dict, model_dir: Path, model: dict | None = None, **train_overrides) -> dict:
-    return {
-        "data": data,
-        "model": {**MODEL, **(model or {})},
-        "train": {
-            "model_dir": str(model_dir),
-            "batch_tokens": 256,
-            "max_steps": 40,
-            "validate_every": 20,
-            "log_every": 10,
-            "dev_sentences": 10,
-            "threads": 1,
-            "optimizer": {"name": "adam", "lr": 0.01},
-            "schedule": {"name": "constant", "warmup": 0},
-            **train_overrides,
-        },
-        "decode": {"max_len_a": 1.0, "max_len_b": 3},
-    }
+    train = {"max_steps": 40, "validate_every": 20, "log_every": 10, "dev_sentences": 10, **train_overrides}
+    return tiny_config(data, model_dir, {**MODEL, **(model or {})}, **train)
 
 
 def write_config(path: Path, config: dict) -> str:

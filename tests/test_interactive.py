@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from conftest import write_copy_task
+from conftest import tiny_config, write_copy_task
 from dragoman.cli import main
 from dragoman.config import DecodeConfig
 from dragoman.errors import DragomanError
@@ -168,11 +168,9 @@ def test_ctrl_c_stops_a_piped_session():  # the CLI then says "interrupted" and 
 def model_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("interactive")
     data = write_copy_task(root / "data", n_train=400, n_dev=30)
-    model = {"encoder": "lstm", "decoder": "lstm", "attention": "bahdanau", "d_model": 32, "hidden": 32}
-    model |= {"enc_layers": 1, "dec_layers": 1, "dropout": 0.0}
-    train = {"model_dir": str(root / "model"), "batch_tokens": 256, "max_steps": 30, "validate_every": 30}
-    train |= {"dev_sentences": 10, "threads": 1, "optimizer": {"name": "adam", "lr": 0.01}}
-    config = {"data": data, "model": model, "train": train, "decode": {"max_len_a": 1.0, "max_len_b": 3}}
+    model = {"encoder": "lstm", "decoder": "lstm", "attention": "bahdanau", "hidden": 32}
+    model |= {"enc_layers": 1, "dec_layers": 1}
+    config = tiny_config(data, root / "model", model, max_steps=30, validate_every=30, dev_sentences=10)
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     assert main(["train", str(root / "config.yaml")]) == 0
     return root / "model"

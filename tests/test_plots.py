@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_copy_task
+from conftest import tiny_config, write_copy_task
 from dragoman.cli import main
 from dragoman.config import parse_config
 from dragoman.errors import DragomanError
@@ -200,23 +200,10 @@ def test_no_attention_is_an_error(tmp_path):
 # ---------------------------------------------------------------- the CLI on tiny trained models
 
 
-def tiny_config(data: dict, model_dir: Path, model: dict, max_steps: int) -> dict:
-    return {
-        "data": data,
-        "model": {"d_model": 32, "enc_layers": 1, "dec_layers": 1, "dropout": 0.0, **model},
-        "train": {
-            "model_dir": str(model_dir),
-            "batch_tokens": 256,
-            "max_steps": max_steps,
-            "validate_every": 10,
-            "log_every": 5,
-            "dev_sentences": 10,
-            "threads": 1,
-            "optimizer": {"name": "adam", "lr": 0.01},
-            "schedule": {"name": "constant", "warmup": 0},
-        },
-        "decode": {"max_len_a": 1.0, "max_len_b": 3},
-    }
+def plots_config(data: dict, model_dir: Path, model: dict, max_steps: int) -> dict:
+    model = {"enc_layers": 1, "dec_layers": 1, **model}
+    train = {"max_steps": max_steps, "validate_every": 10, "log_every": 5, "dev_sentences": 10}
+    return tiny_config(data, model_dir, model, **train)
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +215,7 @@ def data(tmp_path_factory) -> dict:
 def transformer_dir(data, tmp_path_factory) -> Path:
     model_dir = tmp_path_factory.mktemp("transformer") / "model"
     model = {"encoder": "transformer", "decoder": "transformer", "heads": 2, "ff": 64}
-    return train(parse_config(tiny_config(data, model_dir, model, max_steps=20)))
+    return train(parse_config(plots_config(data, model_dir, model, max_steps=20)))
 
 
 def test_cli_plot_writes_training_png(transformer_dir, capsys):
@@ -252,7 +239,7 @@ def test_cli_attention_on_a_trained_transformer(transformer_dir, tmp_path, capsy
 
 def test_cli_attention_without_attention_exits_with_an_error(data, tmp_path, capsys):
     model = {"encoder": "lstm", "decoder": "lstm", "hidden": 16, "attention": "none", "bridge": "project"}
-    model_dir = train(parse_config(tiny_config(data, tmp_path / "model", model, max_steps=2)))
+    model_dir = train(parse_config(plots_config(data, tmp_path / "model", model, max_steps=2)))
     capsys.readouterr()
     assert main(["attention", str(model_dir), "a b c", "-o", str(tmp_path / "a.png")]) == 2
     assert "no attention to draw" in capsys.readouterr().err
@@ -261,7 +248,7 @@ def test_cli_attention_without_attention_exits_with_an_error(data, tmp_path, cap
 
 def test_cli_attention_on_an_rnn_draws_one_map(data, tmp_path):
     model = {"encoder": "gru", "decoder": "gru", "hidden": 16, "attention": "bahdanau"}
-    model_dir = train(parse_config(tiny_config(data, tmp_path / "model", model, max_steps=2)))
+    model_dir = train(parse_config(plots_config(data, tmp_path / "model", model, max_steps=2)))
     out = tmp_path / "attention.svg"
     assert main(["attention", str(model_dir), "a b c", "-o", str(out)]) == 0
     svg = out.read_text()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import uvicorn
 
-from conftest import write_copy_task
+from conftest import tiny_config, write_copy_task
 from dragoman.config import parse_config
 from dragoman.server import ServerSettings, create_app
 from dragoman.train import train
@@ -60,24 +60,9 @@ def trained(tmp_path_factory):
 
     def get(name: str) -> Path:
         if name not in dirs:
-            model = {"d_model": 32, "enc_layers": 2, "dec_layers": 2, "dropout": 0.0, **MODELS[name]}
-            config = {
-                "name": name,
-                "data": data,
-                "model": model,
-                "train": {
-                    "model_dir": str(root / name),
-                    "batch_tokens": 256,
-                    "max_steps": 60,
-                    "validate_every": 60,
-                    "log_every": 20,
-                    "dev_sentences": 10,
-                    "threads": 1,
-                    "optimizer": {"name": "adam", "lr": 0.01},
-                    "schedule": {"name": "constant", "warmup": 0},
-                },
-                "decode": {"max_len_a": 1.0, "max_len_b": 3},
-            }
+            model = {"enc_layers": 2, "dec_layers": 2, **MODELS[name]}
+            train_section = {"max_steps": 60, "validate_every": 60, "log_every": 20, "dev_sentences": 10}
+            config = {"name": name, **tiny_config(data, root / name, model, **train_section)}
             dirs[name] = train(parse_config(config))
         return dirs[name]
 
