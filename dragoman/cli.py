@@ -145,14 +145,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from dragoman.server import ServerSettings, serve
 
-    settings = ServerSettings(
-        max_batch_tokens=args.max_batch_tokens,
-        max_wait_ms=args.max_wait_ms,
-        max_texts=args.max_texts,
-        max_chars=args.max_chars,
-        max_request_bytes=args.max_request_bytes,
-        max_beam=args.max_beam,
-    )
+    given = {name: getattr(args, name) for name in ServerSettings.model_fields if hasattr(args, name)}
+    settings = ServerSettings(**given)  # the options left out keep ServerSettings' defaults
     serve(args.model_dir, settings, host=args.host, port=args.port, checkpoint=args.checkpoint)
 
 
@@ -248,13 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    group = p.add_argument_group("batching and limits")
-    group.add_argument("--max-batch-tokens", type=int, default=4096, help="source tokens per model call")
-    group.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others")
-    group.add_argument("--max-texts", type=int, default=64, help="texts per request")
-    group.add_argument("--max-chars", type=int, default=2000, help="characters per text")
-    group.add_argument("--max-request-bytes", type=int, default=1_000_000, help="request body size")
-    group.add_argument("--max-beam", type=int, default=16, help="largest beam a request may ask for")
+    group = p.add_argument_group("batching and limits (defaults: dragoman.server.ServerSettings)")
+    for option, kind, text in [
+        ("--max-batch-tokens", int, "source tokens per model call (4096)"),
+        ("--max-wait-ms", float, "how long a request waits for others (5)"),
+        ("--max-texts", int, "texts per request (64)"),
+        ("--max-chars", int, "characters per text (2000)"),
+        ("--max-request-bytes", int, "request body size (1000000)"),
+        ("--max-beam", int, "largest beam a request may ask for (16)"),
+    ]:
+        group.add_argument(option, type=kind, default=argparse.SUPPRESS, help=text)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("plot", help="training curves (loss, perplexity, BLEU, learning rate)")

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from conftest import write_copy_task
+from conftest import tiny_config, write_copy_task
 from dragoman.config import parse_config
 from dragoman.server import Batcher, ServerSettings, create_app
 from dragoman.train import train
@@ -38,27 +38,14 @@ TEXTS = ["a b c", "h g f e", "", "c d e f g h", "b"]
 def model_dir(tmp_path_factory):
     """The reversal task, learnt well enough in ~150 steps that greedy and beam outputs differ from noise."""
     root = tmp_path_factory.mktemp("server")
-    config = {
-        "data": write_copy_task(root / "data", n_train=1000, n_dev=30),
-        "model": {
-            "d_model": 32,
-            "heads": HEADS,
-            "ff": 64,
-            "enc_layers": 1,
-            "dec_layers": DEC_LAYERS,
-            "dropout": 0.0,
-        },
-        "train": {
-            "model_dir": str(root / "model"),
-            "batch_tokens": 256,
-            "max_steps": 150,
-            "validate_every": 150,
-            "threads": 1,
-            "optimizer": {"name": "adam", "lr": 0.005},
-            "schedule": {"name": "constant", "warmup": 0},
-        },
-        "decode": {"max_len_a": 1.0, "max_len_b": 3},
-    }
+    config = tiny_config(
+        write_copy_task(root / "data", n_train=1000, n_dev=30),
+        root / "model",
+        {"heads": HEADS, "ff": 64, "enc_layers": 1, "dec_layers": DEC_LAYERS},
+        max_steps=150,
+        validate_every=150,
+        optimizer={"name": "adam", "lr": 0.005},
+    )
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     return train(parse_config(config))
 
@@ -554,3 +541,14 @@ def test_attention_reads_a_given_output(translator):
     assert body["translation"]["text"] == "c b a a"
     assert body["translation"]["score"] < 0
     assert len(body["weights"][0][0]) == len(body["target"])
+
+
+def test_serve_help_gives_the_defaults_that_apply(capsys):
+    from dragoman.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for name, value in ServerSettings().model_dump().items():
+        assert f"--{name.replace('_', '-')}" in shown
+        assert f"({value:.10g})" in shown, name
