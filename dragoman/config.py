@@ -28,12 +28,25 @@ class TokenizerConfig(Section):
 
 
 class DataConfig(Section):
-    src: str = Field(description="source file suffix, e.g. 'en' for train.en")
-    tgt: str = Field(description="target file suffix, e.g. 'de'")
-    train: str = Field(description="path prefix of the training pair: {train}.{src}, {train}.{tgt}")
+    """Where the text is. seq2seq: {train}.{src} → {train}.{tgt}. classify: {train}.{src} texts with
+    {train}.{tgt} labels, one per line, or (format: csv) train/dev/test are CSV files with a header.
+    lm: {train}.{src} only, one document per line, or cut into blocks of block_size tokens."""
+
+    src: str | None = Field(None, description="source (text) file suffix, e.g. 'en' for train.en")
+    tgt: str | None = Field(None, description="target suffix, e.g. 'de'; classify: the labels' suffix")
+    train: str = Field(description="path prefix of the training files: {train}.{src}, {train}.{tgt}")
     dev: str | None = None
     test: str | None = None
-    max_len: int = Field(128, ge=1, description="tokens; longer training pairs are dropped, inputs truncated")
+    format: Literal["text", "csv"] = Field("text", description="classify: csv = train/dev/test are CSV files")
+    text_column: str = Field("text", description="format: csv")
+    label_column: str = Field("label", description="format: csv")
+    block_size: int | None = Field(
+        None, ge=2, description="lm: join the documents and cut them into blocks of this many tokens"
+    )
+    max_len: int = Field(128, ge=1, description="tokens; see too_long; inputs at translation are truncated")
+    too_long: Literal["drop", "truncate"] = Field(
+        "drop", description="training examples longer than max_len: dropped, or truncated (counted)"
+    )
     joint_vocab: bool = Field(True, description="one tokenizer for both sides")
     tokenizer: TokenizerConfig = TokenizerConfig()
     tgt_tokenizer: TokenizerConfig | None = Field(None, description="a different target tokenizer")
@@ -44,9 +57,15 @@ class DataConfig(Section):
             raise ValueError("data.tgt_tokenizer needs data.joint_vocab: false")
         return self
 
-    def files(self, split: str) -> tuple[Path, Path] | None:
+    def files(self, split: str) -> tuple[Path, ...] | None:
+        """The files of a split: (source, target), (texts, labels), (CSV,) or (texts,) for lm."""
         prefix = getattr(self, split)
-        return None if prefix is None else (Path(f"{prefix}.{self.src}"), Path(f"{prefix}.{self.tgt}"))
+        if prefix is None:
+            return None
+        if self.format == "csv":
+            return (Path(prefix),)
+        suffixes = [self.src] if self.tgt is None else [self.src, self.tgt]
+        return tuple(Path(f"{prefix}.{suffix}") for suffix in suffixes)
 
 
 class VectorsConfig(Section):
@@ -101,6 +120,10 @@ class ModelConfig(Section):
     )
     src_vectors: VectorsConfig | None = None
     tgt_vectors: VectorsConfig | None = None
+    # Encoder-only models (task: classify) and sentence embeddings.
+    pooling: Literal["mean", "first"] = Field(
+        "mean", description="classify/embed: mean of the encoder states, or the first token's"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -207,8 +230,25 @@ class ScheduleConfig(Section):
     patience: int = Field(2, ge=0, description="plateau: validations without improvement")
 
 
+METRICS = {  # early-stopping metric → whether higher is better
+    "bleu": True,
+    "chrf": True,
+    "loss": False,
+    "ppl": False,
+    "accuracy": True,
+    "f1": True,
+}
+TASK_METRICS = {
+    "seq2seq": ("bleu", "chrf", "loss", "ppl"),
+    "classify": ("accuracy", "f1", "loss"),
+    "lm": ("ppl", "loss"),
+}
+
+
 class EarlyStoppingConfig(Section):
-    metric: Literal["bleu", "chrf", "loss", "ppl"] = "bleu"
+    metric: Literal["bleu", "chrf", "loss", "ppl", "accuracy", "f1"] | None = Field(
+        None, description="default: bleu (seq2seq), accuracy (classify), ppl (lm)"
+    )
     patience: int | None = Field(None, ge=1, description="validations without improvement; none = never stop")
 
 
@@ -261,12 +301,27 @@ class DecodeConfig(Section):
         return self
 
 
+class DialogueConfig(Section):
+    """How (context → reply) pairs were built, so `dragoman chat` builds its contexts the same way."""
+
+    turns: int = Field(3, ge=1, description="previous turns in a context, the newest last")
+    separator: str = Field(" | ", min_length=1, description="between the turns of a context")
+
+
+TASKS = ("seq2seq", "classify", "lm")
+
+
 class Config(Section):
     name: str = "dragoman"
+    task: Literal["seq2seq", "classify", "lm"] = Field(
+        "seq2seq",
+        description="seq2seq: encoder-decoder; classify: encoder + pooling + head; lm: decoder-only",
+    )
     data: DataConfig
     model: ModelConfig = ModelConfig()
     train: TrainConfig
     decode: DecodeConfig = DecodeConfig()
+    dialogue: DialogueConfig | None = Field(None, description="seq2seq trained on dialogue contexts")
 
     @model_validator(mode="after")
     def _shared_embeddings_need_joint_vocab(self) -> Config:
@@ -276,7 +331,34 @@ class Config(Section):
             self.model.share_embeddings = self.data.joint_vocab
         if self.data.max_len + 2 > self.model.max_positions:
             raise ValueError(f"data.max_len + 2 must fit model.max_positions ({self.model.max_positions})")
+        self._data_fits_task()
+        stopping = self.train.early_stopping
+        if stopping.metric is None:
+            stopping.metric = TASK_METRICS[self.task][0]
+        elif stopping.metric not in TASK_METRICS[self.task]:
+            raise ValueError(
+                f"train.early_stopping.metric: {stopping.metric} is not measured for task: {self.task}; "
+                f"use one of {', '.join(TASK_METRICS[self.task])}"
+            )
         return self
+
+    def _data_fits_task(self) -> None:
+        data, task = self.data, self.task
+        if data.format == "csv" and task != "classify":
+            raise ValueError("data.format: csv is for task: classify; other tasks read plain text files")
+        if data.block_size is not None and task != "lm":
+            raise ValueError("data.block_size is for task: lm")
+        if data.format == "text" and data.src is None:
+            raise ValueError("data.src: required key is missing (the suffix of the text files)")
+        if task == "seq2seq" and data.tgt is None:
+            raise ValueError("data.tgt: required key is missing (the suffix of the target files)")
+        if task == "classify" and data.format == "text" and data.tgt is None:
+            raise ValueError("data.tgt: required key is missing (the suffix of the label files)")
+        if task == "lm":
+            if data.tgt is not None:
+                raise ValueError("data.tgt: a language model reads one side only; remove data.tgt")
+            if self.model.decoder != "transformer":
+                raise ValueError("task: lm is a decoder-only Transformer; set model.decoder: transformer")
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:

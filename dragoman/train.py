@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from dragoman.checkpoint import load_checkpoint, save_checkpoint, save_weights
-from dragoman.config import Config, dump_config
+from dragoman.config import METRICS, Config, dump_config
 from dragoman.data.batches import Batch, PairBatches
 from dragoman.data.prepare import load_shards, load_tokenizers, prepare
 from dragoman.data.text import read_lines
@@ -37,7 +37,7 @@ from dragoman.optim import build_optimizer, build_scheduler
 from dragoman.translator import Translator
 
 log = logging.getLogger("dragoman")
-HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "loss": False, "ppl": False}
+HIGHER_IS_BETTER = METRICS
 
 
 @dataclass

@@ -62,7 +62,7 @@ def test_unknown_key_in_an_optional_section():
 
 def test_unknown_top_level_section():
     message = problem({**MINIMAL, "traning": {}})
-    assert "traning: unknown key; allowed here: data, decode, model, name, train" in message
+    assert "traning: unknown key; allowed here: data, decode, dialogue, model, name, task, train" in message
 
 
 def test_wrong_type_names_the_key_and_the_value():

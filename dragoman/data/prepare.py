@@ -31,11 +31,11 @@ CHUNK = 10_000  # lines encoded per call (sentencepiece batches them in C++)
 class SplitReport:
     read: int = 0
     empty: int = 0  # a side empty or only whitespace: skipped
-    too_long: int = 0  # train: dropped; dev/test: truncated to max_len
+    too_long: int = 0  # dropped (train, too_long: drop) or truncated to max_len
     kept: int = 0
 
-    def describe(self, split: str, max_len: int) -> str:
-        action = "dropped" if split == "train" else "truncated"
+    def describe(self, split: str, max_len: int, too_long: str = "drop") -> str:
+        action = "dropped" if split == "train" and too_long == "drop" else "truncated"
         return (
             f"{split}: {self.read} pairs read, {self.empty} empty or whitespace-only skipped, "
             f"{self.too_long} longer than {max_len} tokens {action}, {self.kept} kept"
@@ -118,7 +118,7 @@ def _encode_split(
         for s, t in zip(src_ids, tgt_ids):
             if len(s) > max_len or len(t) > max_len:
                 report.too_long += 1
-                if split == "train":
+                if split == "train" and config.data.too_long == "drop":
                     continue
                 s, t = s[:max_len], t[:max_len]
             kept_src.append(s)
@@ -153,7 +153,7 @@ def prepare(config: Config, force: bool = False) -> dict[str, SplitReport]:
     for split in SPLITS:
         if config.data.files(split) is not None:
             reports[split] = _encode_split(split, config, src_tok, tgt_tok, out)
-            log.info(reports[split].describe(split, config.data.max_len))
+            log.info(reports[split].describe(split, config.data.max_len, config.data.too_long))
     if reports["train"].kept == 0:
         raise DragomanError(
             "no training pairs left after cleaning",

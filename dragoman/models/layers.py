@@ -169,3 +169,12 @@ class Block(nn.Module):
     def sub_out(self, x: Tensor, y: Tensor, norm: nn.LayerNorm) -> Tensor:
         x = x + self.dropout(y)
         return x if self.pre_norm else norm(x)
+
+
+def pool(states: Tensor, mask: Tensor, kind: str = "mean") -> Tensor:
+    """One vector per sequence from encoder states (B, S, D) and mask (B, S): the mean over the
+    real tokens, or the first token's state (BERT's [CLS] position) → (B, D)."""
+    if kind == "first":
+        return states[:, 0]
+    weights = mask.unsqueeze(-1).to(states.dtype)  # (B, S, 1)
+    return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
