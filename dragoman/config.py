@@ -348,6 +348,10 @@ class Config(Section):
             raise ValueError("data.format: csv is for task: classify; other tasks read plain text files")
         if data.block_size is not None and task != "lm":
             raise ValueError("data.block_size is for task: lm")
+        if data.block_size is not None and data.block_size > self.model.max_positions:
+            raise ValueError(f"data.block_size must fit model.max_positions ({self.model.max_positions})")
+        if task != "seq2seq" and (not data.joint_vocab or data.tgt_tokenizer is not None):
+            raise ValueError(f"task: {task} has one tokenizer: remove data.joint_vocab / data.tgt_tokenizer")
         if data.format == "text" and data.src is None:
             raise ValueError("data.src: required key is missing (the suffix of the text files)")
         if task == "seq2seq" and data.tgt is None:

@@ -90,7 +90,7 @@ def diagram(path: Path) -> str:
         raise DragomanError("no such config file or model directory", file=path, fix=fix)
     if path.is_dir():
         config = load_config(path / "config.yaml")
-        src_tok, tgt_tok = load_tokenizers(path, config.data)
+        src_tok, tgt_tok = load_tokenizers(path, config)
         vocab, source = (src_tok.vocab_size, tgt_tok.vocab_size), "vocab sizes: trained tokenizers"
     else:
         config = load_config(path)

@@ -249,7 +249,7 @@ class CTranslate2Translator:
                 fix="write one with `dragoman export MODEL_DIR --to ctranslate2 OUT_DIR`",
             )
         config = load_config(export_dir / "config.yaml")
-        src_tok, tgt_tok = load_tokenizers(export_dir, config.data)
+        src_tok, tgt_tok = load_tokenizers(export_dir, config)
         translator = ctranslate2.Translator(str(export_dir), device=device, **options)
         return cls(translator, config, src_tok, tgt_tok)
 

@@ -1,6 +1,7 @@
 """Greedy, beam and sampling search over the decoding contract (models/base.py).
 
-Token ids in, token ids out: nothing here knows about text or about which model it drives.
+Token ids in, token ids out: nothing here knows about text or about which model it drives. Each
+search starts from BOS, or from `start`, a language model's last prompt tokens (see models/lm.py).
 All three are batched over sentences (and beams), and drop a sentence from the batch as soon as
 it is finished, so the work per step shrinks as the batch empties.
 
@@ -47,11 +48,12 @@ def _one_path(
     state: DecoderState,
     max_len: Tensor,
     choose: Callable[[Tensor], Tensor],
+    start: Tensor | None = None,
 ) -> Hypotheses:
     """Extend one hypothesis per sentence, choosing each next token with `choose(logp) → (A,)`."""
     B = max_len.numel()
     active = torch.arange(B, device=max_len.device)  # original index of each row
-    tokens = torch.full((B,), BOS, dtype=torch.long, device=max_len.device)
+    tokens = _start(start, B, max_len.device)
     outputs: list[list[int]] = [[] for _ in range(B)]
     scores = [0.0] * B
     history: list[Tensor] = []  # (A,) chosen tokens per step, with the rows active then
@@ -79,9 +81,14 @@ def _one_path(
     return Hypotheses([[out] for out in outputs], [[s] for s in scores])
 
 
-def greedy(model: Decoding, state: DecoderState, max_len: Tensor) -> Hypotheses:
+def _start(start: Tensor | None, B: int, device: torch.device) -> Tensor:
+    """The first tokens fed: BOS, or a language model's last prompt tokens (B,)."""
+    return torch.full((B,), BOS, dtype=torch.long, device=device) if start is None else start
+
+
+def greedy(model: Decoding, state: DecoderState, max_len: Tensor, start: Tensor | None = None) -> Hypotheses:
     """The most probable next token at every step. max_len: (B,) output tokens before EOS."""
-    return _one_path(model, state, max_len, lambda logp: logp.argmax(dim=-1))
+    return _one_path(model, state, max_len, lambda logp: logp.argmax(dim=-1), start)
 
 
 def sample(
@@ -92,6 +99,7 @@ def sample(
     top_k: int = 0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    start: Tensor | None = None,
 ) -> Hypotheses:
     """Ancestral sampling, optionally from the top-k tokens and/or the top-p nucleus
     (Holtzman et al., 2020). Reproducible with a seeded `generator`."""
@@ -110,7 +118,7 @@ def sample(
         probs = logits.softmax(dim=-1)
         return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
-    return _one_path(model, state, max_len, choose)
+    return _one_path(model, state, max_len, choose, start)
 
 
 def length_penalty(length: int, alpha: float) -> float:
@@ -125,6 +133,7 @@ def beam_search(
     beam: int,
     n_best: int = 1,
     alpha: float = 1.0,
+    start: Tensor | None = None,
 ) -> Hypotheses:
     """Batched beam search over B sentences × K beams with the model's cached state.
 
@@ -142,7 +151,7 @@ def beam_search(
     active = torch.arange(B, device=device)
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: let only the first one expand
-    prefixes = torch.full((B * K, 1), BOS, dtype=torch.long, device=device)
+    prefixes = _start(start, B, device).repeat_interleave(K)[:, None]  # (B·K, 1), dropped at the end
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
     nth_best = torch.full((B,), float("-inf"), device=device)  # -inf until n_best have finished
 

@@ -25,12 +25,13 @@ from tqdm import tqdm
 
 from dragoman.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from dragoman.config import METRICS, Config, dump_config
-from dragoman.data.batches import Batch, PairBatches
-from dragoman.data.prepare import load_shards, load_tokenizers, prepare
+from dragoman.data.batches import Batch, Batches
+from dragoman.data.prepare import load_batches, load_tokenizers, prepare
 from dragoman.data.text import read_lines
 from dragoman.data.tokenizers import PAD
+from dragoman.errors import DragomanError
 from dragoman.io import atomic_write_text
-from dragoman.metrics import corpus_scores
+from dragoman.metrics import classification_scores, corpus_scores
 from dragoman.models import build_model
 from dragoman.models.vectors import load_vectors
 from dragoman.optim import build_optimizer, build_scheduler
@@ -60,6 +61,22 @@ def token_loss(logits: Tensor, target: Tensor, smoothing: float) -> Tensor:
         label_smoothing=smoothing,
         reduction="sum",
     )
+
+
+def predict(model: nn.Module, batch: Batch) -> Tensor:
+    """A model's logits for a batch of its task: (B, T, V) per target token, or (B, C) per text."""
+    if batch.tgt_in is None:  # encoder-only classifier
+        return model(batch.src)
+    if batch.src is None:  # decoder-only language model
+        return model(batch.tgt_in)
+    return model(batch.src, batch.tgt_in)
+
+
+def batch_loss(logits: Tensor, batch: Batch, smoothing: float) -> Tensor:
+    """Summed loss over the batch's `tgt_tokens` predictions (class ids have no padding)."""
+    if batch.tgt_in is None:
+        return F.cross_entropy(logits.float(), batch.tgt_out, label_smoothing=smoothing, reduction="sum")
+    return token_loss(logits, batch.tgt_out, smoothing)
 
 
 class MetricsLog:
@@ -124,8 +141,7 @@ def train_step(
     tokens = sum(b.tgt_tokens for b in batches)
     total = 0.0
     for batch in batches:
-        logits = model(batch.src, batch.tgt_in)  # (B, T, V)
-        loss = token_loss(logits, batch.tgt_out, config.train.label_smoothing) / tokens
+        loss = batch_loss(predict(model, batch), batch, config.train.label_smoothing) / tokens
         loss.backward()
         total += loss.item()
     if config.train.l1 > 0:  # Σ|w| over weight matrices (not biases, norms or frozen vectors)
@@ -141,23 +157,36 @@ def train_step(
 @torch.no_grad()
 def validate(
     model: nn.Module,
-    translator: Translator,
-    dev: PairBatches,
-    texts: tuple[list[str], list[str]],
+    translator: Translator | None,
+    dev: Batches,
+    texts: tuple[list[str], list[str]] | None,
     device: torch.device,
     beam: int = 1,
 ) -> dict[str, float]:
-    """Dev loss and perplexity (no smoothing), and BLEU/chrF of the decoded dev sources."""
+    """Dev loss (no smoothing) and, by task: perplexity and BLEU/chrF of the decoded dev sources
+    (seq2seq), perplexity (lm), accuracy and macro-F1 (classify)."""
     model.eval()
-    nll, tokens = 0.0, 0
+    nll, count = 0.0, 0
+    gold, predicted = [], []
     for indices in dev.epoch(0, shuffle=False):
         batch = dev.collate(indices).to(device)
-        nll += token_loss(model(batch.src, batch.tgt_in), batch.tgt_out, 0.0).item()
-        tokens += batch.tgt_tokens
-    hypotheses = translator.translate(texts[0], beam=beam, n_best=1)
+        logits = predict(model, batch)
+        nll += batch_loss(logits, batch, 0.0).item()
+        count += batch.tgt_tokens
+        if batch.tgt_in is None:
+            gold += batch.tgt_out.tolist()
+            predicted += logits.argmax(-1).tolist()
+    loss = nll / max(count, 1)
+    scores = {"loss": loss}
+    if gold:
+        scores |= classification_scores(gold, predicted, logits.size(-1))
+    else:
+        scores["ppl"] = math.exp(min(loss, 50.0))
+    if translator is not None:
+        hypotheses = translator.translate(texts[0], beam=beam, n_best=1)
+        scores |= corpus_scores(hypotheses, texts[1])
     model.train()
-    loss = nll / max(tokens, 1)
-    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), **corpus_scores(hypotheses, texts[1])}
+    return scores
 
 
 def _dev_texts(config: Config) -> tuple[list[str], list[str]]:
@@ -174,11 +203,15 @@ def _improved(value: float, progress: Progress, metric: str) -> bool:
 
 def _pretrained_embeddings(model: nn.Module, config: Config, tokenizers, fresh: bool) -> None:
     """Copy word vectors into the embeddings of a fresh model; keep frozen ones frozen on resume."""
-    sides = zip(("src", "tgt"), (model.src_embed, model.tgt_embed), tokenizers)
-    for side, embed, tok in sides:
-        spec = getattr(config.model, f"{side}_vectors")
+    for side, tok in zip(("src", "tgt"), tokenizers):
+        spec, embed = getattr(config.model, f"{side}_vectors"), getattr(model, f"{side}_embed", None)
         if spec is None:
             continue
+        if embed is None:
+            raise DragomanError(
+                f"model.{side}_vectors: a {config.task} model has no {side} embedding",
+                fix=f"remove model.{side}_vectors",
+            )
         if fresh:
             load_vectors(embed, tok.pieces(range(tok.vocab_size)), spec, f"model.{side}_vectors")
         elif spec.freeze:
@@ -195,7 +228,7 @@ class Run:
     scheduler: Any
     progress: Progress
     metrics: MetricsLog
-    translator: Translator
+    translator: Translator | None  # seq2seq: decodes the dev set for BLEU
     device: torch.device
 
     @classmethod
@@ -208,8 +241,8 @@ class Run:
         device = _device(cfg.device)
         prepare(config)
         atomic_write_text(model_dir / "config.yaml", dump_config(config))
-        src_tok, tgt_tok = load_tokenizers(model_dir, config.data)
-        model = build_model(config.model, src_tok.vocab_size, tgt_tok.vocab_size).to(device)
+        src_tok, tgt_tok = load_tokenizers(model_dir, config)
+        model = build_model(config.model, src_tok.vocab_size, tgt_tok.vocab_size, config.task).to(device)
         _pretrained_embeddings(model, config, (src_tok, tgt_tok), fresh=not resume)
         optimizer = build_optimizer(model.parameters(), cfg.optimizer)
         mode = "max" if HIGHER_IS_BETTER[cfg.early_stopping.metric] else "min"
@@ -221,7 +254,7 @@ class Run:
                 "resumed from step %d (epoch %d, batch %d)", progress.step, progress.epoch, progress.batch
             )
         metrics = MetricsLog(model_dir, progress.step if resume else None)
-        translator = Translator(model, config, src_tok, tgt_tok)
+        translator = Translator(model, config, src_tok, tgt_tok) if config.task == "seq2seq" else None
         return cls(config, model, optimizer, scheduler, progress, metrics, translator, device)
 
     @property
@@ -243,7 +276,7 @@ class Run:
         )
 
 
-def validate_and_keep_best(run: Run, dev: PairBatches | None, dev_texts) -> str:
+def validate_and_keep_best(run: Run, dev: Batches | None, dev_texts) -> str:
     """Score the dev set, keep the best weights, count validations without improvement."""
     cfg, progress = run.config.train, run.progress
     if dev is None:  # nothing to choose by: the newest weights are the best
@@ -269,17 +302,15 @@ def train(config: Config, resume: bool = False) -> Path:
     cfg = config.train
     run = Run.start(config, resume)
     progress = run.progress
-    data = PairBatches(*load_shards(config, "train"), cfg.batch_tokens, cfg.seed)
-    dev = (
-        PairBatches(*load_shards(config, "dev"), config.decode.batch_tokens, cfg.seed)
-        if config.data.dev
-        else None
-    )
-    dev_texts = _dev_texts(config) if dev else None
+    data = load_batches(config, "train", cfg.batch_tokens)
+    dev = load_batches(config, "dev", config.decode.batch_tokens) if config.data.dev else None
+    dev_texts = _dev_texts(config) if dev and config.task == "seq2seq" else None
     n_params = sum(p.numel() for p in run.model.parameters()) / 1e6
-    log.info(
-        "%s: %.2fM parameters, %d training pairs, %s", config.model.name, n_params, len(data), run.device
+    name = {"seq2seq": config.model.name, "classify": f"{config.model.encoder} classifier"}.get(
+        config.task, "transformer language model"
     )
+    examples = {"seq2seq": "pairs", "classify": "labelled texts"}.get(config.task, "sequences")
+    log.info("%s: %.2fM parameters, %d training %s, %s", name, n_params, len(data), examples, run.device)
 
     run.model.train()
     epoch = data.epoch(progress.epoch)

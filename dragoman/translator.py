@@ -3,6 +3,9 @@
 from dragoman import Translator
 translator = Translator.load("runs/quickstart/model")
 print(translator.translate(["1234", "56"]))
+
+A decoder-only language model (task: lm) is driven the same way, with prompts in place of sources:
+its output is the prompt continued (the whole text, as Hugging Face's text generation returns it).
 """
 
 from __future__ import annotations
@@ -49,6 +52,19 @@ class Alignment:
     weights: np.ndarray | None
 
 
+def truncate(ids: list[list[int]], max_len: int) -> list[list[int]]:
+    """Inputs cut to `max_len` tokens, with a warning that counts the ones that were longer."""
+    long = [i for i, seq in enumerate(ids) if len(seq) > max_len]
+    if long:
+        log.warning(
+            "%d input(s) longer than %d tokens were truncated (first: line %d)",
+            len(long),
+            max_len,
+            long[0] + 1,
+        )
+    return [seq[:max_len] for seq in ids]
+
+
 def override(decode: DecodeConfig, **options) -> DecodeConfig:
     """`decode` with `options` overriding it, checked like the config file."""
     try:
@@ -72,8 +88,8 @@ def load_model(
             fix="train one with `dragoman train CONFIG`",
         )
     config = load_config(model_dir / "config.yaml")
-    src_tok, tgt_tok = load_tokenizers(model_dir, config.data)
-    model = build_model(config.model, src_tok.vocab_size, tgt_tok.vocab_size)
+    src_tok, tgt_tok = load_tokenizers(model_dir, config)
+    model = build_model(config.model, src_tok.vocab_size, tgt_tok.vocab_size, config.task)
     weights = model_dir / "model.safetensors"
     if checkpoint == "last" or not weights.exists():
         weights = last_checkpoint(model_dir) / "model.safetensors"
@@ -82,12 +98,18 @@ def load_model(
 
 
 class Translator:
-    """Translates lists of strings with a model and its tokenizers."""
+    """Translates lists of strings with an encoder-decoder, or continues prompts with a language model."""
 
     def __init__(self, model: nn.Module, config: Config, src_tok: Tokenizer, tgt_tok: Tokenizer) -> None:
+        if config.task == "classify":
+            raise DragomanError(
+                "this is a classifier (task: classify): it gives labels, not text",
+                fix="use `dragoman classify MODEL_DIR` (dragoman.classify.TextClassifier)",
+            )
         self.model, self.config = model, config
         self.src_tok, self.tgt_tok = src_tok, tgt_tok
         self.device = next(model.parameters()).device
+        self.lm = config.task == "lm"
 
     @classmethod
     def load(cls, model_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> Translator:
@@ -102,10 +124,11 @@ class Translator:
         ids = self._encode(texts)
         results: list[list[Translation]] = [[Translation("", 0.0)] for _ in texts]
         generator = self._generator(decode)
-        for batch in self.batches(ids, decode.batch_tokens):
+        for batch in self.batches(ids, decode.batch_tokens, keep_empty=self.lm, equal_length=self.lm):
             hyps = self._search([ids[i] for i in batch], decode, generator)
             for i, tokens, scores in zip(batch, hyps.tokens, hyps.scores):
-                results[i] = [Translation(self.tgt_tok.decode(t), s) for t, s in zip(tokens, scores)]
+                prompt = ids[i] if self.lm else []
+                results[i] = [Translation(self.tgt_tok.decode(prompt + t), s) for t, s in zip(tokens, scores)]
         return results
 
     @torch.inference_mode()
@@ -113,6 +136,8 @@ class Translator:
         """Translate one text (its best output) and record the attention that produced it; or, given
         `target`, the attention (and log-probability) of the model reading that output."""
         decode = self.decode_config(**options)
+        if self.lm:
+            raise DragomanError("a language model has no attention over a source to show")
         ids = self._encode([text])[0]
         if not ids:
             return Alignment(Translation("", 0.0), [], [], None)
@@ -147,25 +172,19 @@ class Translator:
         return None
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
-        max_len = self.config.data.max_len
-        ids = self.src_tok.encode_batch(texts)
-        long = [i for i, seq in enumerate(ids) if len(seq) > max_len]
-        if long:
-            log.warning(
-                "%d input(s) longer than %d tokens were truncated (first: line %d)",
-                len(long),
-                max_len,
-                long[0] + 1,
-            )
-        return [seq[:max_len] for seq in ids]
+        return truncate(self.src_tok.encode_batch(texts), self.config.data.max_len)
 
     @staticmethod
-    def batches(ids: list[list[int]], batch_tokens: int) -> list[list[int]]:
-        """Indices of non-empty inputs, sorted by length and cut into batches of ≤ batch_tokens."""
-        order = sorted((i for i, seq in enumerate(ids) if seq), key=lambda i: len(ids[i]))
+    def batches(
+        ids: list[list[int]], batch_tokens: int, keep_empty: bool = False, equal_length: bool = False
+    ) -> list[list[int]]:
+        """Indices of the non-empty inputs (or all), sorted by length and cut into batches of
+        ≤ batch_tokens (or also wherever the length changes: a language model's prompts)."""
+        order = sorted((i for i, seq in enumerate(ids) if seq or keep_empty), key=lambda i: len(ids[i]))
         batches, current = [], []
         for i in order:
-            if current and (len(current) + 1) * len(ids[i]) > batch_tokens:
+            full = (len(current) + 1) * len(ids[i]) > batch_tokens
+            if current and (full or (equal_length and len(ids[i]) != len(ids[current[0]]))):
                 batches.append(current)
                 current = []
             current.append(i)
@@ -173,11 +192,14 @@ class Translator:
 
     @torch.inference_mode()
     def _search(self, ids: list[list[int]], decode: DecodeConfig, generator) -> search.Hypotheses:
-        src = pad([np.asarray(seq) for seq in ids]).to(self.device)
+        src = pad([np.asarray(seq) for seq in ids], prefix=BOS if self.lm else None).to(self.device)
         lengths = torch.tensor([len(seq) for seq in ids], device=self.device)
-        limit = self.model.max_positions - 1
+        limit = self.model.max_positions - 1 - (src.size(1) if self.lm else 0)
         max_len = (lengths * decode.max_len_a + decode.max_len_b).long().clamp(max=limit)
-        state = self.model.init_state(self.model.encode(src))
+        if self.lm:  # the prompt is the memory: the search starts from its last token
+            state, start = self.model.prefill(src)
+        else:
+            state, start = self.model.init_state(self.model.encode(src)), None
         if decode.sampling:
             return search.sample(
                 self.model,
@@ -187,9 +209,10 @@ class Translator:
                 decode.top_k,
                 decode.top_p,
                 generator,
+                start,
             )
         if decode.beam == 1:
-            return search.greedy(self.model, state, max_len)
+            return search.greedy(self.model, state, max_len, start)
         return search.beam_search(
-            self.model, state, max_len, decode.beam, decode.n_best, decode.length_penalty
+            self.model, state, max_len, decode.beam, decode.n_best, decode.length_penalty, start
         )

@@ -1,8 +1,12 @@
 """Length-bucketed batches by token count, in a seeded order that a resumed run can replay.
 
-Pairs are sorted by length (ties broken at random per epoch), cut into batches whose padded size
+Examples are sorted by length (ties broken at random per epoch), cut into batches whose padded size
 stays under `batch_tokens`, and the batches shuffled. A batch's size is its number of sentences
 times its longest side (source, or target + 1 for BOS/EOS), as in fairseq and OpenNMT-py.
+
+One class per task, differing only in what an example is and how a batch is put together:
+PairBatches (seq2seq: source → target), LabelBatches (classify: text → class id) and TextBatches
+(lm: a document, or a block of the joined documents, predicting each next token).
 """
 
 from __future__ import annotations
@@ -19,20 +23,25 @@ from dragoman.data.tokenizers import BOS, EOS, PAD
 
 @dataclass
 class Batch:
-    src: Tensor  # (B, S) source ids, PAD-padded
-    tgt_in: Tensor  # (B, T) BOS y1 … yn
-    tgt_out: Tensor  # (B, T) y1 … yn EOS
+    src: Tensor | None  # (B, S) source ids, PAD-padded; None for a decoder-only model
+    tgt_in: Tensor | None  # (B, T) BOS y1 … yn; None for a classifier
+    tgt_out: Tensor  # (B, T) y1 … yn EOS; for a classifier (B,) class ids
 
     @property
     def src_tokens(self) -> int:
-        return int((self.src != PAD).sum())
+        return 0 if self.src is None else int((self.src != PAD).sum())
 
     @property
     def tgt_tokens(self) -> int:
-        return int((self.tgt_out != PAD).sum())
+        """The number of predictions: target tokens, or texts for a classifier."""
+        return len(self.tgt_out) if self.tgt_in is None else int((self.tgt_out != PAD).sum())
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(*(t.to(device, non_blocking=True) for t in (self.src, self.tgt_in, self.tgt_out)))
+        moved = (
+            None if t is None else t.to(device, non_blocking=True)
+            for t in (self.src, self.tgt_in, self.tgt_out)
+        )
+        return Batch(*moved)
 
 
 def pad(sequences: list[np.ndarray], prefix: int | None = None, suffix: int | None = None) -> Tensor:
@@ -62,28 +71,72 @@ def bucket(lengths: np.ndarray, batch_tokens: int, order: np.ndarray) -> list[np
     return batches
 
 
-class PairBatches:
-    """The batches of a source/target shard pair for any epoch: `epoch(e)` is a list of index arrays."""
+class Batches:
+    """The batches of any epoch: `epoch(e)` is a list of index arrays, `collate` makes one a Batch.
 
-    def __init__(self, src: Shard, tgt: Shard, batch_tokens: int, seed: int) -> None:
-        self.src, self.tgt = src, tgt
+    `lengths` is each example's padded size; examples sort by `keys` (the first most significant).
+    """
+
+    def __init__(
+        self, lengths: np.ndarray, keys: tuple[np.ndarray, ...], batch_tokens: int, seed: int
+    ) -> None:
+        self.lengths, self.keys = lengths, keys
         self.batch_tokens, self.seed = batch_tokens, seed
-        self.src_lengths, self.tgt_lengths = src.lengths, tgt.lengths
-        self.lengths = np.maximum(self.src_lengths, self.tgt_lengths + 1)
 
     def __len__(self) -> int:
-        return len(self.src)
+        return len(self.lengths)
 
     def epoch(self, epoch: int, shuffle: bool = True) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
         ties = rng.random(len(self)) if shuffle else np.arange(len(self))
-        order = np.lexsort((ties, self.tgt_lengths, self.src_lengths))
+        order = np.lexsort((ties, *reversed(self.keys)))
         batches = bucket(self.lengths, self.batch_tokens, order)
         if shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
 
     def collate(self, indices: np.ndarray) -> Batch:
+        raise NotImplementedError
+
+
+class PairBatches(Batches):
+    """Source → target pairs (seq2seq)."""
+
+    def __init__(self, src: Shard, tgt: Shard, batch_tokens: int, seed: int) -> None:
+        self.src, self.tgt = src, tgt
+        src_lengths, tgt_lengths = src.lengths, tgt.lengths
+        lengths = np.maximum(src_lengths, tgt_lengths + 1)
+        super().__init__(lengths, (src_lengths, tgt_lengths), batch_tokens, seed)
+
+    def collate(self, indices: np.ndarray) -> Batch:
         src = [self.src[i] for i in indices.tolist()]
         tgt = [self.tgt[i] for i in indices.tolist()]
         return Batch(pad(src), pad(tgt, prefix=BOS), pad(tgt, suffix=EOS))
+
+
+class LabelBatches(Batches):
+    """Texts with one class id each (classify); the classifier adds its own BOS (+1 in lengths)."""
+
+    def __init__(self, src: Shard, labels: np.ndarray, batch_tokens: int, seed: int) -> None:
+        self.src, self.labels = src, labels
+        super().__init__(src.lengths + 1, (src.lengths,), batch_tokens, seed)
+
+    def collate(self, indices: np.ndarray) -> Batch:
+        src = pad([self.src[i] for i in indices.tolist()])
+        return Batch(src, None, torch.from_numpy(self.labels[indices].astype(np.int64)))
+
+
+class TextBatches(Batches):
+    """Monolingual text for a language model: each document as BOS x1 … xn → x1 … xn EOS, or
+    (`blocks`) each stored block of the joined documents as x[:-1] → x[1:]."""
+
+    def __init__(self, text: Shard, batch_tokens: int, seed: int, blocks: bool = False) -> None:
+        self.text, self.blocks = text, blocks
+        lengths = text.lengths - 1 if blocks else text.lengths + 1
+        super().__init__(lengths, (lengths,), batch_tokens, seed)
+
+    def collate(self, indices: np.ndarray) -> Batch:
+        seqs = [self.text[i] for i in indices.tolist()]
+        if self.blocks:
+            return Batch(None, pad([s[:-1] for s in seqs]), pad([s[1:] for s in seqs]))
+        return Batch(None, pad(seqs, prefix=BOS), pad(seqs, suffix=EOS))

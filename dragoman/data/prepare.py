@@ -1,5 +1,9 @@
 """`dragoman prepare`: check the text files, train the tokenizers, store token ids once.
 
+The task decides what an example is: a source/target pair (seq2seq), a text and its label from two
+files or a CSV (classify, whose labels are saved as labels.json), or one document (lm), optionally
+joined with the others and cut into blocks of data.block_size tokens.
+
 Everything lands in the model directory: the tokenizer files beside the config, the id shards
 under `data/`, and `data/prepared.json` with the counts of what was skipped and why. Training
 calls `prepare` itself and reuses its output while the data section of the config is unchanged.
@@ -8,6 +12,7 @@ calls `prepare` itself and reuses its output while the data section of the confi
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import logging
@@ -15,12 +20,16 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from dragoman.config import Config, DataConfig
+from dragoman.data.batches import Batches, LabelBatches, PairBatches, TextBatches
+from dragoman.data.labels import Labels
 from dragoman.data.shards import Shard, ShardWriter
-from dragoman.data.text import check_parallel, iter_lines, iter_pairs
-from dragoman.data.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
+from dragoman.data.text import check_parallel, check_readable, iter_csv, iter_lines, iter_pairs
+from dragoman.data.tokenizers import BOS, EOS, Tokenizer, load_tokenizer, train_tokenizer
 from dragoman.errors import DragomanError
-from dragoman.io import atomic_write_text
+from dragoman.io import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger("dragoman")
 SPLITS = ("train", "dev", "test")
@@ -48,9 +57,12 @@ def tokenizer_prefixes(model_dir: Path, data: DataConfig) -> tuple[Path, Path]:
     return model_dir / "src_tokenizer", model_dir / "tgt_tokenizer"
 
 
-def load_tokenizers(model_dir: Path, data: DataConfig) -> tuple[Tokenizer, Tokenizer]:
-    src, tgt = tokenizer_prefixes(model_dir, data)
+def load_tokenizers(model_dir: Path, config: Config) -> tuple[Tokenizer, Tokenizer | Labels]:
+    """The source and target tokenizers; a classifier's target side is its Labels."""
+    src, tgt = tokenizer_prefixes(model_dir, config.data)
     src_tok = load_tokenizer(src)
+    if config.task == "classify":
+        return src_tok, Labels.load(model_dir / "labels.json")
     return src_tok, src_tok if tgt == src else load_tokenizer(tgt)
 
 
@@ -66,14 +78,33 @@ def _fingerprint(data: DataConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _nonempty_lines(path: Path) -> Iterator[str]:
-    return (line for line in iter_lines(path) if line.strip())
-
-
-def train_tokenizers(config: Config, model_dir: Path) -> tuple[Tokenizer, Tokenizer]:
+def examples(config: Config, split: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each example of a split: [source, target], [text, label], or [text]."""
     data = config.data
-    src_path, tgt_path = data.files("train")
-    check_parallel(src_path, tgt_path)
+    files = data.files(split)
+    if data.format == "csv":
+        return iter_csv(files[0], [data.text_column, data.label_column])
+    lines = iter_pairs(*files) if len(files) == 2 else ((line,) for line in iter_lines(files[0]))
+    return ((number, list(fields)) for number, fields in enumerate(lines, start=1))
+
+
+def _check_files(config: Config, split: str) -> None:
+    files = config.data.files(split)
+    if len(files) == 2:
+        check_parallel(*files)
+    else:
+        check_readable(files[0])
+        if config.data.format == "csv":  # the header names the columns
+            next(examples(config, split), None)
+
+
+def _texts(config: Config, side: int) -> Iterator[str]:
+    return (fields[side] for _, fields in examples(config, "train") if fields[side].strip())
+
+
+def train_tokenizers(config: Config, model_dir: Path) -> tuple[Tokenizer, Tokenizer | Labels]:
+    """Fit the tokenizer(s) on the training text, and a classifier's labels; save them."""
+    data = config.data
     src_cfg, tgt_cfg = data.tokenizer, data.tgt_tokenizer or data.tokenizer
     seed = config.train.seed
 
@@ -88,46 +119,84 @@ def train_tokenizers(config: Config, model_dir: Path) -> tuple[Tokenizer, Tokeni
         )
 
     src_prefix, tgt_prefix = tokenizer_prefixes(model_dir, data)
-    if data.joint_vocab:
-        src_tok = tgt_tok = fit(
-            src_cfg, itertools.chain(_nonempty_lines(src_path), _nonempty_lines(tgt_path))
-        )
+    if config.task != "seq2seq":  # one side of text
+        src_tok = tgt = fit(src_cfg, _texts(config, 0))
+        if config.task == "classify":
+            tgt = Labels.from_data(
+                f[1].strip() for _, f in examples(config, "train") if f[0].strip() and f[1].strip()
+            )
+            tgt.save(model_dir / "labels.json")
+    elif data.joint_vocab:
+        src_tok = tgt = fit(src_cfg, itertools.chain(_texts(config, 0), _texts(config, 1)))
     else:
-        src_tok = fit(src_cfg, _nonempty_lines(src_path))
-        tgt_tok = fit(tgt_cfg, _nonempty_lines(tgt_path))
-        tgt_tok.save(tgt_prefix)
+        src_tok, tgt = fit(src_cfg, _texts(config, 0)), fit(tgt_cfg, _texts(config, 1))
+        tgt.save(tgt_prefix)
     src_tok.save(src_prefix)
-    return src_tok, tgt_tok
+    return src_tok, tgt
+
+
+class _Blocks:
+    """Joins documents (BOS doc EOS …) and writes blocks of `size` + 1 tokens that overlap by one,
+    so block i trains on predicting tokens i·size + 1 … (i + 1)·size of the stream."""
+
+    def __init__(self, writer: ShardWriter, size: int) -> None:
+        self.writer, self.size, self.stream = writer, size, []
+
+    def extend(self, docs: list[list[int]]) -> None:
+        for doc in docs:
+            self.stream.extend([BOS, *doc, EOS])
+        full = (len(self.stream) - 1) // self.size
+        self.writer.extend(self.stream[i * self.size : (i + 1) * self.size + 1] for i in range(full))
+        self.stream = self.stream[full * self.size :]
+
+    def close(self) -> None:
+        if len(self.stream) >= 2:
+            self.writer.extend([self.stream])
+        self.writer.close()
 
 
 def _encode_split(
-    split: str, config: Config, src_tok: Tokenizer, tgt_tok: Tokenizer, out: Path
+    split: str, config: Config, src_tok: Tokenizer, tgt: Tokenizer | Labels, out: Path
 ) -> SplitReport:
-    src_path, tgt_path = config.data.files(split)
-    max_len, report = config.data.max_len, SplitReport()
-    src_writer, tgt_writer = ShardWriter(out / f"{split}.src"), ShardWriter(out / f"{split}.tgt")
-    pairs = iter_pairs(src_path, tgt_path)
-    while chunk := list(itertools.islice(pairs, CHUNK)):
+    """Token ids of a split into shards (and a classifier's class ids into {split}.labels.npy)."""
+    data, task = config.data, config.task
+    max_len, report = data.max_len, SplitReport()
+    drop = split == "train" and data.too_long == "drop"
+    src_writer = ShardWriter(out / f"{split}.src")
+    tgt_writer = ShardWriter(out / f"{split}.tgt") if task == "seq2seq" else None
+    if data.block_size is not None:
+        src_writer, max_len = _Blocks(src_writer, data.block_size), None
+    labels: list[int] = []
+    path = data.files(split)[-1]  # the file a label comes from
+    rows = examples(config, split)
+    while chunk := list(itertools.islice(rows, CHUNK)):
         report.read += len(chunk)
-        nonempty = [(s, t) for s, t in chunk if s.strip() and t.strip()]
+        nonempty = [(n, f) for n, f in chunk if all(field.strip() for field in f)]
         report.empty += len(chunk) - len(nonempty)
-        chunk = nonempty
-        src_ids = src_tok.encode_batch([s for s, _ in chunk])
-        tgt_ids = tgt_tok.encode_batch([t for _, t in chunk])
+        src_ids = src_tok.encode_batch([f[0] for _, f in nonempty])
+        tgt_ids = tgt.encode_batch([f[1] for _, f in nonempty]) if tgt_writer else [[]] * len(nonempty)
         kept_src, kept_tgt = [], []
-        for s, t in zip(src_ids, tgt_ids):
-            if len(s) > max_len or len(t) > max_len:
+        for (number, fields), s, t in zip(nonempty, src_ids, tgt_ids):
+            if max_len is not None and (len(s) > max_len or len(t) > max_len):
                 report.too_long += 1
-                if split == "train" and config.data.too_long == "drop":
+                if drop:
                     continue
                 s, t = s[:max_len], t[:max_len]
+            if task == "classify":
+                labels.append(tgt.id(fields[1].strip(), path, number))
             kept_src.append(s)
             kept_tgt.append(t)
         report.kept += len(kept_src)
         src_writer.extend(kept_src)
-        tgt_writer.extend(kept_tgt)
-    src_writer.close()
-    tgt_writer.close()
+        if tgt_writer:
+            tgt_writer.extend(kept_tgt)
+    for writer in (src_writer, tgt_writer):
+        if writer:
+            writer.close()
+    if task == "classify":
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(labels, dtype=np.int32), allow_pickle=False)
+        atomic_write_bytes(out / f"{split}.labels.npy", buffer.getvalue())
     return report
 
 
@@ -141,8 +210,8 @@ def prepare(config: Config, force: bool = False) -> dict[str, SplitReport]:
         if saved.get("fingerprint") == _fingerprint(config.data):
             return {split: SplitReport(**counts) for split, counts in saved["splits"].items()}
     for split in SPLITS:  # check every file before spending time on any
-        if (files := config.data.files(split)) is not None:
-            check_parallel(*files)
+        if config.data.files(split) is not None:
+            _check_files(config, split)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -171,3 +240,19 @@ def prepare(config: Config, force: bool = False) -> dict[str, SplitReport]:
 def load_shards(config: Config, split: str) -> tuple[Shard, Shard]:
     out = Path(config.train.model_dir) / "data"
     return Shard(out / f"{split}.src"), Shard(out / f"{split}.tgt")
+
+
+def load_batches(config: Config, split: str, batch_tokens: int) -> Batches:
+    """The prepared examples of a split, as the batches of the config's task."""
+    out, seed = Path(config.train.model_dir) / "data", config.train.seed
+    if config.task == "seq2seq":
+        return PairBatches(*load_shards(config, split), batch_tokens, seed)
+    text = Shard(out / f"{split}.src")
+    if config.task == "lm":
+        return TextBatches(text, batch_tokens, seed, blocks=config.data.block_size is not None)
+    labels = np.load(out / f"{split}.labels.npy", allow_pickle=False)
+    if len(labels) != len(text):
+        raise DragomanError(
+            "prepared labels do not match the texts", file=out, fix="run `dragoman prepare CONFIG` again"
+        )
+    return LabelBatches(text, labels, batch_tokens, seed)

@@ -8,6 +8,7 @@ Every problem a user can cause (missing file, wrong encoding, misaligned pair) b
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +113,38 @@ def iter_pairs(src_path: str | Path, tgt_path: str | Path) -> Iterator[tuple[str
     """(source, target) line pairs of two aligned files; checks alignment before returning."""
     check_parallel(src_path, tgt_path)
     return zip(iter_lines(src_path), iter_lines(tgt_path), strict=True)
+
+
+def iter_csv(path: str | Path, columns: list[str]) -> Iterator[tuple[int, list[str]]]:
+    """(line number, [values of `columns`]) for each row of a UTF-8 CSV file with a header row.
+
+    A missing column, a short row or a quoting error is a `DragomanError` naming the file and line.
+    """
+    check_readable(path)
+    lines = iter_lines(path)  # strict UTF-8 with line numbers; csv splits the fields
+    reader = csv.reader(lines, strict=True)
+    try:
+        header = next(reader)
+        index = []
+        for column in columns:
+            if column not in header:
+                raise DragomanError(
+                    f"no column {column!r}; the header has {', '.join(map(repr, header))}",
+                    file=path,
+                    line=1,
+                    fix="set data.text_column / data.label_column to the right names",
+                )
+            index.append(header.index(column))
+        for row in reader:
+            if not row:
+                continue
+            if len(row) <= max(index):
+                raise DragomanError(
+                    f"row has {len(row)} fields, the header {len(header)}",
+                    file=path,
+                    line=reader.line_num,
+                    fix="quote fields that contain commas or line breaks",
+                )
+            yield reader.line_num, [row[i] for i in index]
+    except csv.Error as error:
+        raise DragomanError(f"not valid CSV: {error}", file=path, line=reader.line_num) from None

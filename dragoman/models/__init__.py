@@ -3,6 +3,8 @@
 transformer.py  Transformer (encoder-decoder) and TransformerEncoder
 rnn.py          RNNEncoder, RNNDecoder (no attention, Bahdanau, Luong), RNNSeq2Seq
 conv.py         ConvEncoder
+classifier.py   EncoderClassifier: any encoder + pooling + head (task: classify)
+lm.py           LanguageModel: decoder-only, causal EncoderLayers (task: lm)
 attention.py    Bahdanau and Luong attention; layers.py: the shared leaves
 base.py         the decoding contract search.py relies on
 """
@@ -13,15 +15,35 @@ from torch import nn
 
 from dragoman.config import RECURRENT, ModelConfig
 from dragoman.data.tokenizers import PAD
+from dragoman.models.classifier import EncoderClassifier
 from dragoman.models.conv import ConvEncoder
 from dragoman.models.layers import TokenEmbedding
+from dragoman.models.lm import LanguageModel
 from dragoman.models.rnn import RNNDecoder, RNNEncoder, RNNSeq2Seq
 from dragoman.models.transformer import Transformer, TransformerEncoder
 
 
-def build_model(config: ModelConfig, src_vocab: int, tgt_vocab: int) -> nn.Module:
-    """The model a config describes, with freshly initialised weights."""
+def build_model(config: ModelConfig, src_vocab: int, tgt_vocab: int, task: str = "seq2seq") -> nn.Module:
+    """The model a config describes, with freshly initialised weights. For task "classify",
+    tgt_vocab is the number of classes; for "lm", src_vocab is not used."""
     c = config
+    if task == "classify":
+        embed = TokenEmbedding(src_vocab, c.d_model, PAD)
+        return EncoderClassifier(embed, _encoder(c, embed), c.enc_out, tgt_vocab, c.pooling, c.dropout)
+    if task == "lm":
+        return LanguageModel(
+            tgt_vocab,
+            dim=c.d_model,
+            heads=c.heads,
+            ff=c.ff,
+            layers=c.dec_layers,
+            dropout=c.dropout,
+            attention_dropout=c.attention_dropout,
+            pre_norm=c.norm == "pre",
+            positions=c.positions,
+            max_positions=c.max_positions,
+            tie_output=c.tie_output is not False,
+        )
     if c.decoder == "transformer":
         return Transformer(
             src_vocab,

@@ -5,8 +5,9 @@
     logits, state = model.step(tokens, state)   # tokens (B,) → logits (B, V), next state
     state = state.select(index)            # keep/reorder/repeat rows: beams, finished sentences
 
-A decoder-only language model implements the same with an empty memory; an RNN decoder carries
-its hidden state in the same way (see ROADMAP.md).
+An RNN decoder carries its hidden state in the same way. A decoder-only language model
+(models/lm.py) has no memory: `state, start = model.prefill(prompt)` runs the prompt instead, and
+the search starts from `start`, the prompt's last tokens, rather than from BOS.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ torch.nn.functional.scaled_dot_product_attention).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -83,6 +84,17 @@ class PositionalEmbedding(nn.Module):
         return self.dropout(self.embed(ids) + self.positions(ids.size(1), offset))
 
 
+@dataclass
+class KV:
+    """Projected keys and values, each (B, H, L, Dh): an encoder memory or a self-attention cache."""
+
+    key: Tensor
+    value: Tensor
+
+    def select(self, index: Tensor) -> KV:
+        return KV(self.key.index_select(0, index), self.value.index_select(0, index))
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention through scaled_dot_product_attention.
 
@@ -110,6 +122,17 @@ class MultiHeadAttention(nn.Module):
     def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
         key, value = self.key_value(x).chunk(2, dim=-1)  # (B, L, D) each
         return self._split(key), self._split(value)
+
+    def self_attend(
+        self, x: Tensor, mask: Tensor | None = None, causal: bool = False, past: KV | None = None
+    ) -> tuple[Tensor, KV]:
+        """x attending to itself, after `past`, the cached keys/values of the earlier positions
+        (incremental decoding: then x is the newest position and `causal` stays False).
+        Returns the output and the keys/values of every position so far."""
+        key, value = self.project_kv(x)
+        if past is not None:
+            key, value = torch.cat([past.key, key], dim=2), torch.cat([past.value, value], dim=2)
+        return self(x, key, value, mask, causal), KV(key, value)
 
     def forward(
         self,

@@ -1,7 +1,8 @@
 """Transformer encoder-decoder (Vaswani et al., 2017, "Attention Is All You Need").
 
 Read leaves first: EncoderLayer → DecoderLayer → TransformerEncoder → Transformer. The layers come
-from `layers.py`; the encoder-only and decoder-only models reuse the same two layer classes.
+from `layers.py`; the encoder-only classifier (classifier.py) reuses TransformerEncoder and the
+decoder-only language model (lm.py) reuses EncoderLayer, masked causally.
 
 Shapes: B batch, S source length, T target length, D model width, H heads, Dh = D / H, V vocab.
 Pre-norm is the default (stable without long warm-up, Xiong et al., 2020); post-norm is the
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 from dragoman.data.tokenizers import PAD
 from dragoman.models.base import Memory
 from dragoman.models.layers import (
+    KV,
     Block,
     FeedForward,
     MultiHeadAttention,
@@ -27,7 +29,10 @@ from dragoman.models.layers import (
 
 
 class EncoderLayer(Block):
-    """Self-attention over the whole sequence, then a feed-forward network."""
+    """Self-attention over the whole sequence, then a feed-forward network.
+
+    Causal and with a cache of the earlier positions' keys/values, it is a decoder-only layer.
+    """
 
     def __init__(
         self,
@@ -43,19 +48,13 @@ class EncoderLayer(Block):
         self.feed_forward = FeedForward(dim, ff, dropout)
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
 
-    def forward(self, x: Tensor, mask: Tensor | None, causal: bool = False) -> Tensor:
-        h = self.sub_in(x, self.norm1)
-        x = self.sub_out(x, self.attention(h, *self.attention.project_kv(h), mask, causal), self.norm1)
-        return self.sub_out(x, self.feed_forward(self.sub_in(x, self.norm2)), self.norm2)
-
-
-@dataclass
-class KV:
-    key: Tensor  # (B, H, L, Dh)
-    value: Tensor
-
-    def select(self, index: Tensor) -> KV:
-        return KV(self.key.index_select(0, index), self.value.index_select(0, index))
+    def forward(
+        self, x: Tensor, mask: Tensor | None, causal: bool = False, past: KV | None = None
+    ) -> tuple[Tensor, KV]:
+        """x (B, L, D) → (B, L, D), and the self-attention keys/values of every position so far."""
+        attended, kv = self.attention.self_attend(self.sub_in(x, self.norm1), mask, causal, past)
+        x = self.sub_out(x, attended, self.norm1)
+        return self.sub_out(x, self.feed_forward(self.sub_in(x, self.norm2)), self.norm2), kv
 
 
 class DecoderLayer(Block):
@@ -83,15 +82,14 @@ class DecoderLayer(Block):
     def forward(
         self, x: Tensor, memory: KV, memory_mask: Tensor, cache: KV | None = None
     ) -> tuple[Tensor, KV]:
-        h = self.sub_in(x, self.norm1)
-        key, value = self.self_attention.project_kv(h)
-        if cache is not None:
-            key, value = torch.cat([cache.key, key], dim=2), torch.cat([cache.value, value], dim=2)
-        x = self.sub_out(x, self.self_attention(h, key, value, causal=cache is None), self.norm1)
+        attended, kv = self.self_attention.self_attend(
+            self.sub_in(x, self.norm1), causal=cache is None, past=cache
+        )
+        x = self.sub_out(x, attended, self.norm1)
         h = self.sub_in(x, self.norm2)
         x = self.sub_out(x, self.cross_attention(h, memory.key, memory.value, memory_mask), self.norm2)
         x = self.sub_out(x, self.feed_forward(self.sub_in(x, self.norm3)), self.norm3)
-        return x, KV(key, value)
+        return x, kv
 
 
 @dataclass
@@ -115,7 +113,7 @@ class TransformerState:
 class TransformerEncoder(nn.Module):
     """Embedding with positions, a stack of EncoderLayers, a final norm (pre-norm): src → Memory.
 
-    Also the encoder of an RNN decoder (rnn.py) and, later, of encoder-only models.
+    Also the encoder of an RNN decoder (rnn.py) and of the encoder-only classifier (classifier.py).
     """
 
     def __init__(
@@ -145,7 +143,7 @@ class TransformerEncoder(nn.Module):
         x = self.embed(src)
         attn_mask = mask[:, None, None, :]  # (B, 1, 1, S)
         for layer in self.layers:
-            x = layer(x, attn_mask)
+            x, _ = layer(x, attn_mask)
         return Memory(self.norm(x), mask)
 
 
