@@ -57,6 +57,31 @@ class Evaluation:
         )
 
 
+def read_labelled(
+    config, path: str | Path, labels_path: str | Path | None = None
+) -> tuple[list[str], list[str], Path]:
+    """Texts and gold labels for evaluation: a CSV with the config's text/label columns, or a text
+    file with a parallel labels file. Returns them with the file the labels' line numbers refer to."""
+    from dragoman.data.text import iter_csv, iter_lines, read_lines
+
+    path = Path(path)
+    if labels_path is None:
+        if path.suffix.lower() != ".csv":
+            raise DragomanError(
+                "give the gold labels: --ref LABELS (one per line), or a CSV with text and label columns",
+                file=path,
+            )
+        rows = [fields for _, fields in iter_csv(path, [config.data.text_column, config.data.label_column])]
+        return [r[0] for r in rows], [r[1] for r in rows], path
+    texts, gold = read_lines(path), list(iter_lines(labels_path))
+    if len(texts) != len(gold):
+        raise DragomanError(
+            f"line counts differ: {path} has {len(texts)} lines, {labels_path} has {len(gold)}",
+            fix="one label per text, line by line",
+        )
+    return texts, gold, Path(labels_path)
+
+
 class TextClassifier:
     """Classifies lists of strings with a classifier model, its tokenizer and its labels."""
 

@@ -20,8 +20,10 @@ from dragoman.data.prepare import load_tokenizers
 from dragoman.errors import DragomanError
 from dragoman.models import build_model
 from dragoman.models.attention import BahdanauAttention
+from dragoman.models.classifier import EncoderClassifier
 from dragoman.models.conv import ConvEncoder
 from dragoman.models.layers import FeedForward, MultiHeadAttention, PositionalEmbedding
+from dragoman.models.lm import LanguageModel
 from dragoman.models.rnn import RNNDecoder, RNNEncoder
 from dragoman.models.transformer import Transformer, TransformerEncoder
 
@@ -97,7 +99,14 @@ def diagram(path: Path) -> str:
         data = config.data
         tgt = data.tokenizer if data.joint_vocab else data.tgt_tokenizer or data.tokenizer
         vocab, source = (data.tokenizer.vocab_size, tgt.vocab_size), "vocab sizes: data.tokenizer"
-    return draw(build_model(config.model, *vocab), config, source)
+        if config.task == "classify":  # the classes come from the training data
+            vocab, source = (vocab[0], 2), "vocab size: data.tokenizer; 2 classes drawn"
+    model = build_model(config.model, *vocab, config.task)
+    if config.task == "classify":
+        return draw_classifier(model, config, source)
+    if config.task == "lm":
+        return draw_language_model(model, config, source)
+    return draw(model, config, source)
 
 
 def draw(model: nn.Module, config: Config, note: str = "") -> str:
@@ -125,6 +134,54 @@ def draw(model: nn.Module, config: Config, note: str = "") -> str:
     sizes = f"Linear {output.in_features} → {output.out_features}{bias}"
     chart.chain(prev, "logits", f"output layer\n{sizes}\n{tied}", "io")
     chart.chain("logits", "probs", f"softmax over {output.out_features} target tokens", "io", "tokens")
+    return chart.text()
+
+
+def _title(chart: Flowchart, model: nn.Module, config: Config, kind: str, note: str) -> None:
+    params = sum(p.numel() for p in model.parameters())
+    chart.node("info", f"{config.name}\n{kind}\n{params:,} parameters\n{note}", "note")
+
+
+def draw_classifier(model: EncoderClassifier, config: Config, note: str = "") -> str:
+    """An encoder-only classifier: BOS + tokens → encoder → pooling → linear head."""
+    chart = Flowchart()
+    _title(chart, model, config, f"{config.model.encoder} encoder classifier", note)
+    prev = chart.node("src", "<s> + text tokens (B, 1 + S)", "io", "tokens")
+    _embedding(chart, prev, "src_embed", "token embedding", model.encoder.embed, config.model.src_vectors)
+    memory = _encoder(chart, model.encoder, "src_embed")
+    how = "mean over the real tokens" if model.pooling == "mean" else "the first position's state (<s>)"
+    prev = chart.chain(memory, "pool", f"pooling: {how}\n(B, D)", "attn")
+    head = model.head[1]
+    label = f"head: dropout {model.head[0].p:g}, Linear {head.in_features} → {head.out_features}"
+    prev = chart.chain(prev, "logits", label, "io")
+    chart.chain(prev, "probs", f"softmax over {head.out_features} classes", "io", "tokens")
+    return chart.text()
+
+
+def draw_language_model(model: LanguageModel, config: Config, note: str = "") -> str:
+    """A decoder-only language model: causal EncoderLayers, then the output layer."""
+    chart = Flowchart()
+    _title(chart, model, config, "decoder-only Transformer language model", note)
+    prev = chart.node("tgt", "<s> + tokens (B, T)", "io", "tokens")
+    _embedding(chart, prev, "tgt_embed", "token embedding", model.input, config.model.tgt_vectors)
+    prev = "tgt_embed"
+    with chart.subgraph("decoder", f"decoder-only: {_layers(len(model.layers))}"):
+        for i, layer in enumerate(model.layers, 1):
+            with chart.subgraph(f"dec{i}", f"EncoderLayer {i}, causal"):
+                masked = _attention("causal self-attention", layer.attention, layer.pre_norm)
+                prev = chart.chain(prev, f"dec{i}_self", masked)
+                prev = chart.chain(prev, f"dec{i}_ff", _feed_forward(layer.feed_forward, layer.pre_norm))
+        if isinstance(model.norm, nn.LayerNorm):
+            prev = chart.chain(prev, "dec_norm", f"LayerNorm {model.norm.normalized_shape[0]}")
+    output = model.output
+    tied = "weight tied to the embedding" if output.weight is model.tgt_embed.weight else "own weight"
+    chart.chain(
+        prev,
+        "logits",
+        f"output layer\nLinear {output.in_features} → {output.out_features}, no bias\n{tied}",
+        "io",
+    )
+    chart.chain("logits", "probs", f"softmax over {output.out_features} next tokens", "io", "tokens")
     return chart.text()
 
 

@@ -11,6 +11,7 @@ its output is the prompt continued (the whole text, as Hugging Face's text gener
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from dragoman.checkpoint import last_checkpoint, load_weights
 from dragoman.config import Config, DecodeConfig, load_config
 from dragoman.data.batches import pad
 from dragoman.data.prepare import load_tokenizers
-from dragoman.data.tokenizers import BOS, EOS, SPECIALS, Tokenizer
+from dragoman.data.tokenizers import BOS, EOS, PAD, SPECIALS, Tokenizer
 from dragoman.errors import DragomanError
 from dragoman.models import build_model
 
@@ -161,6 +162,23 @@ class Translator:
             [*self.tgt_tok.pieces(out), SPECIALS[EOS]],
             weights,
         )
+
+    @torch.inference_mode()
+    def perplexity(self, texts: list[str], batch_tokens: int | None = None) -> tuple[float, int]:
+        """A language model's perplexity on `texts`, each read as <s> text </s> (empty lines skipped,
+        long ones truncated to fit max_positions), and the number of tokens it predicted."""
+        if not self.lm:
+            raise DragomanError("perplexity of texts is measured for a language model (task: lm)")
+        ids = truncate(self.src_tok.encode_batch(texts), self.model.max_positions - 1)
+        nll, count = 0.0, 0
+        for batch in self.batches(ids, batch_tokens or self.config.decode.batch_tokens):
+            seqs = [np.asarray(ids[i]) for i in batch]
+            tgt_in, tgt_out = pad(seqs, prefix=BOS).to(self.device), pad(seqs, suffix=EOS).to(self.device)
+            logp = self.model(tgt_in).float().log_softmax(-1).gather(-1, tgt_out[..., None])[..., 0]
+            real = tgt_out != PAD
+            nll -= float(logp[real].sum())
+            count += int(real.sum())
+        return math.exp(nll / max(count, 1)), count
 
     def decode_config(self, **options) -> DecodeConfig:
         """The config's decode section with `options` overriding it, checked like the config file."""

@@ -106,8 +106,28 @@ def test_every_example_config_gives_valid_mermaid_with_its_parameter_count(path)
     text = diagram(path)
     check_mermaid(text)
     config = load_config(path)
-    model = build_model(config.model, config.data.tokenizer.vocab_size, config.data.tokenizer.vocab_size)
+    vocab = config.data.tokenizer.vocab_size
+    model = build_model(config.model, vocab, 2 if config.task == "classify" else vocab, config.task)
     assert f"{sum(p.numel() for p in model.parameters()):,} parameters" in text
+
+
+def test_a_classifier_and_a_language_model_are_drawn_from_their_modules(tmp_path):
+    data = {"src": "txt", "tgt": "label", "train": "corpus/train", "tokenizer": {"vocab_size": 500}}
+    config = write_config(tmp_path / "c.yaml", data, enc_layers=2, pooling="first")
+    raw = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**raw, "task": "classify"}))
+    graph = check_mermaid(text := diagram(config))
+    assert len([n for n in graph["nodes"] if re.fullmatch(r"enc\d+_attn", n)]) == 2
+    assert ("memory", "pool", "") in graph["edges"] and "the first position" in text
+    assert "Linear 256 → 2" in text and "softmax over 2 classes" in text
+    lm = write_config(
+        tmp_path / "lm.yaml", {"src": "txt", "train": "t", "tokenizer": {"vocab_size": 300}}, dec_layers=3
+    )
+    lm.write_text(yaml.safe_dump({**yaml.safe_load(lm.read_text()), "task": "lm"}))
+    graph = check_mermaid(text := diagram(lm))
+    assert len([n for n in graph["nodes"] if re.fullmatch(r"dec\d+_self", n)]) == 3
+    assert "causal self-attention" in text and "memory" not in graph["nodes"]
+    assert "softmax over 300 next tokens" in text
 
 
 def test_transformer_layers_and_sizes_follow_the_config(tmp_path):

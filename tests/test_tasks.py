@@ -353,3 +353,28 @@ def test_config_checks_what_each_task_needs():
     for message, raw in problems.items():
         with pytest.raises(DragomanError, match=message.replace("(", r"\(").replace(")", r"\)")):
             parse_config({**base, **raw})
+
+
+def test_perplexity_of_a_file_equals_the_validation_perplexity(lm_dir):
+    rows = [json.loads(r) for r in (lm_dir / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in rows if r["kind"] == "valid"][-1]
+    dev = Path(yaml_of(lm_dir)["data"]["dev"] + ".txt").read_text().splitlines()
+    ppl, tokens = Translator.load(lm_dir, checkpoint="last").perplexity(dev)
+    assert tokens == 9 * len(dev)  # 8 letters and </s> per line
+    assert ppl == pytest.approx(last["ppl"], rel=1e-4)
+
+
+@pytest.mark.parametrize("task", ["classify", "lm"])
+def test_a_resumed_run_has_the_losses_of_an_uninterrupted_one(task, tmp_path):
+    make = classify_config if task == "classify" else lm_config
+    losses = {}
+    for name, stops in (("whole", [30]), ("resumed", [15, 30])):
+        for i, steps in enumerate(stops):
+            config = make(tmp_path / name, max_steps=steps, validate_every=15, log_every=1)
+            train(parse_config(config), resume=i > 0)
+        rows = (tmp_path / name / Path(config["train"]["model_dir"]).name / "metrics.jsonl").read_text()
+        losses[name] = {
+            r["step"]: r["loss"] for r in map(json.loads, rows.splitlines()) if r["kind"] == "train"
+        }
+    assert sorted(losses["resumed"]) == list(range(1, 31))
+    assert losses["resumed"] == pytest.approx(losses["whole"], rel=1e-5, abs=1e-6)
