@@ -16,9 +16,11 @@ from conftest import write_copy_task
 from dragoman.config import Config, load_config, parse_config
 from dragoman.models import build_model
 from dragoman.models.attention import BahdanauAttention, LuongAttention
+from dragoman.models.classifier import EncoderClassifier
 from dragoman.models.conv import ConvEncoder
+from dragoman.models.lm import LanguageModel
 from dragoman.models.rnn import RNNEncoder, RNNSeq2Seq
-from dragoman.models.transformer import Transformer
+from dragoman.models.transformer import Transformer, TransformerEncoder
 from dragoman.train import train
 from dragoman.translator import load_model
 
@@ -32,6 +34,8 @@ DOCUMENTED = {
     "cnn-lstm",
     "char-lstm",
     "toy-reverse",
+    "sentiment",
+    "debian-lm",
 }
 
 
@@ -102,6 +106,18 @@ def check_char_lstm(model: nn.Module, config: Config) -> None:
     assert decoder.attention is None and decoder.bridge.kind == "copy"
 
 
+def check_sentiment(model: nn.Module, config: Config) -> None:
+    assert config.task == "classify"
+    assert isinstance(model, EncoderClassifier) and isinstance(model.encoder, TransformerEncoder)
+    assert len(model.encoder.layers) == 3 and model.pooling == "mean"
+
+
+def check_debian_lm(model: nn.Module, config: Config) -> None:
+    assert config.task == "lm" and config.data.block_size == 128
+    assert isinstance(model, LanguageModel) and len(model.layers) == 4
+    assert model.output.weight is model.tgt_embed.weight
+
+
 CHECKS: dict[str, Callable[[nn.Module, Config], None]] = {
     "transformer": check_transformer,
     "toy-reverse": check_toy_reverse,
@@ -110,6 +126,8 @@ CHECKS: dict[str, Callable[[nn.Module, Config], None]] = {
     "sutskever-lstm": check_sutskever_lstm,
     "cnn-lstm": check_cnn_lstm,
     "char-lstm": check_char_lstm,
+    "sentiment": check_sentiment,
+    "debian-lm": check_debian_lm,
 }
 
 
@@ -121,7 +139,7 @@ def test_every_documented_config_is_there_and_checked():
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
 def test_config_loads_and_builds_the_model_it_describes(path):
     config = load_config(path)
-    model = build_model(config.model, 40, 40)
+    model = build_model(config.model, 40, 40, config.task)
     CHECKS.get(path.stem, lambda model, config: None)(model, config)
 
 
@@ -138,6 +156,14 @@ def on_a_toy_corpus(path: Path, root: Path) -> dict:
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     data = write_copy_task(root / "data", n_train=200, n_dev=12)
     original = raw["data"]
+    if raw.get("task") == "lm":  # one side of text
+        del data["tgt"]
+        data["block_size"] = original.get("block_size")
+    if raw.get("task") == "classify":  # label: the sequence's first letter
+        for split in ("train", "dev", "test"):
+            texts = Path(data[split] + ".src").read_text().splitlines()
+            Path(data[split] + ".label").write_text("".join(t.split()[0] + "\n" for t in texts))
+        data["tgt"] = "label"
     data["joint_vocab"] = original.get("joint_vocab", True)
     data["max_len"] = original.get("max_len", data["max_len"])
     data["tokenizer"] = _tokenizer(original.get("tokenizer")) or data["tokenizer"]
@@ -181,4 +207,7 @@ def test_config_trains_a_few_steps_on_a_toy_corpus(path, tmp_path):
         _tokenizer(t.model_dump())["kind"]
         for t in (original.data.tokenizer, original.data.tgt_tokenizer or original.data.tokenizer)
     ]
-    assert [src_tok.kind, tgt_tok.kind] == expected
+    if config.task == "classify":  # the target side is the labels
+        assert src_tok.kind == expected[0] and tgt_tok.names == list("abcdefgh")
+    else:
+        assert [src_tok.kind, tgt_tok.kind] == expected
