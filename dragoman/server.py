@@ -2,14 +2,18 @@
 
 dragoman serve runs/transformer          # http://127.0.0.1:8000/ (page), /docs (OpenAPI)
 
+One model per server; its task (the config's `task:`) decides which endpoints answer:
 POST /v1/translate  {"texts": ["Save the file"], "beam": 5}  → {"outputs": [{"text", "score", "n_best"}]}
 POST /v1/attention  {"text": "Save the file"}                → the translation, its tokens, the attention
-GET  /v1/model      the model's config, size and the server's limits
+POST /v1/classify   {"texts": ["great phone"], "all": true}  → {"outputs": [{"label", "probability", …}]}
+POST /v1/generate   {"prompts": ["Once"], "max_tokens": 20}  → {"outputs": [{"text", "score", "prompt", …}]}
+GET  /v1/model      the model's task, config, size and the server's limits
 GET  /health        liveness, with how many requests and model batches were served
+An endpoint of another task answers 409 {"error": {"type": "wrong_task", "endpoint": the right one}}.
 
 Dynamic batching: a request's texts wait in a queue; one worker takes everything that arrived within
-`max_wait_ms` of the first (up to `max_batch_tokens` source tokens), groups it by decoding options and
-runs each group as one Translator call on a worker thread, so the event loop keeps accepting requests
+`max_wait_ms` of the first (up to `max_batch_tokens` input tokens), groups it by decoding options and
+runs each group as one model call on a worker thread, so the event loop keeps accepting requests
 while the model works. A request that fails alone (see `Batcher._run`) never fails the others.
 """
 
@@ -18,31 +22,43 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dragoman.classify import Prediction, TextClassifier
 from dragoman.errors import DragomanError
-from dragoman.translator import Translation, Translator
+from dragoman.translator import Translation, Translator, load_model
 
 log = logging.getLogger("dragoman")
 PAGE = Path(__file__).parent / "web" / "index.html"
+
+# the config's task → what the server does with it (`task` in /v1/model) and the endpoints that answer
+SERVES = {"seq2seq": "translate", "classify": "classify", "lm": "generate"}
+ENDPOINTS = {
+    "translate": ["/v1/translate", "/v1/attention"],
+    "classify": ["/v1/classify"],
+    "generate": ["/v1/generate"],
+}
+KIND = {"seq2seq": "a translation model", "classify": "a classifier", "lm": "a language model"}
 
 
 class ServerSettings(BaseModel):
     """Batching and limits; `dragoman serve --help` lists them as options."""
 
     model_config = ConfigDict(extra="forbid")
-    max_batch_tokens: int = Field(4096, ge=1, description="source tokens gathered into one model call")
+    max_batch_tokens: int = Field(4096, ge=1, description="input tokens gathered into one model call")
     max_wait_ms: float = Field(5.0, ge=0, description="how long the first request waits for company")
     max_texts: int = Field(64, ge=1, description="texts per request")
     max_chars: int = Field(2000, ge=1, description="characters per text")
@@ -53,15 +69,13 @@ class ServerSettings(BaseModel):
 # --- the API's messages ----------------------------------------------------------------------------
 
 
-class DecodeOptions(BaseModel):
+class SearchOptions(BaseModel):
     """Decoding options; each one left out takes the model's `decode` section."""
 
     model_config = ConfigDict(extra="forbid")
     beam: int | None = Field(None, ge=1)
     n_best: int | None = Field(None, ge=1)
     length_penalty: float | None = Field(None, ge=0)
-    max_len_a: float | None = Field(None, ge=0)
-    max_len_b: int | None = Field(None, ge=0)
     sampling: bool | None = None
     temperature: float | None = Field(None, gt=0)
     top_k: int | None = Field(None, ge=0)
@@ -69,7 +83,16 @@ class DecodeOptions(BaseModel):
     seed: int | None = None
 
     def overrides(self) -> dict:
-        return self.model_dump(exclude_none=True, exclude={"texts", "text", "target"})
+        """The options given, as keyword arguments of `Translator.translate_nbest` (a request's
+        texts and other fields left out)."""
+        return self.model_dump(exclude_none=True, include=set(DecodeOptions.model_fields))
+
+
+class DecodeOptions(SearchOptions):
+    """The search's options and the output's length: at most max_len_a · source length + max_len_b."""
+
+    max_len_a: float | None = Field(None, ge=0)
+    max_len_b: int | None = Field(None, ge=0)
 
 
 class TranslateRequest(DecodeOptions):
@@ -83,6 +106,12 @@ class Hypothesis(BaseModel):
 
 class Output(Hypothesis):
     n_best: list[Hypothesis]
+
+    @classmethod
+    def of(cls, nbest: list[Translation], **extra) -> Output:
+        """The best hypothesis, and all of them (best first) as `n_best`."""
+        hypotheses = [Hypothesis(text=t.text, score=t.score) for t in nbest]
+        return cls(text=nbest[0].text, score=nbest[0].score, n_best=hypotheses, **extra)
 
 
 class TranslateResponse(BaseModel):
@@ -105,6 +134,43 @@ class AttentionResponse(BaseModel):
     )
 
 
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: list[str] = Field(min_length=1, examples=[["what a great phone"]])
+    all: bool = Field(False, description="every label's probability too")
+
+
+class Classification(BaseModel):
+    label: str
+    probability: float
+    probabilities: dict[str, float] | None = Field(None, description="every label's (with `all`)")
+
+
+class ClassifyResponse(BaseModel):
+    outputs: list[Classification]
+
+
+class GenerateRequest(SearchOptions):
+    prompts: list[str] = Field(min_length=1, examples=[["Once upon a time"]])
+    max_tokens: int | None = Field(
+        None, ge=1, description="new tokens at most; left out: the model's decode section (max_len_a/b)"
+    )
+
+    def overrides(self) -> dict:
+        options = super().overrides()
+        if self.max_tokens is not None:  # as `dragoman generate --max-tokens`
+            options |= {"max_len_a": 0.0, "max_len_b": self.max_tokens}
+        return options
+
+
+class Generation(Output):
+    prompt: str = Field(description="the prompt as the model read it; `text` and each n-best start with it")
+
+
+class GenerateResponse(BaseModel):
+    outputs: list[Generation]
+
+
 class ErrorResponse(BaseModel):
     error: dict = Field(examples=[{"type": "limit", "limit": "max_texts", "message": "…"}])
 
@@ -113,6 +179,15 @@ class LimitExceeded(Exception):
     def __init__(self, limit: str, message: str) -> None:
         super().__init__(message)
         self.limit, self.message = limit, message
+
+
+class WrongTask(Exception):
+    """A request to an endpoint of another task than the model's (`task`: the config's)."""
+
+    def __init__(self, task: str) -> None:
+        self.task, self.endpoint = task, ENDPOINTS[SERVES[task]][0]
+        self.message = f"this server has {KIND[task]} (task: {task}): it answers POST {self.endpoint}"
+        super().__init__(self.message)
 
 
 # --- dynamic batching ------------------------------------------------------------------------------
@@ -129,18 +204,23 @@ class _Job:
 
 @dataclass
 class Batcher:
-    """Gathers concurrent requests into model calls, run one at a time on a worker thread."""
+    """Gathers concurrent requests into model calls, run one at a time on a worker thread.
 
-    translator: Translator
+    `predict(texts, **options)` is the model call, one result per text (`translate_nbest`,
+    `classify`); `count(texts)` the input tokens a request adds towards `max_batch_tokens`."""
+
+    predict: Callable[..., list]
+    count: Callable[[list[str]], int]
     max_batch_tokens: int
     max_wait_ms: float
-    batches: int = 0  # model calls made for /v1/translate
+    batches: int = 0  # model calls made by `predict`
     requests: int = 0
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "dragoman-model"))
 
-    async def translate(self, texts: list[str], options: dict) -> list[list[Translation]]:
-        tokens = max(1, sum(map(len, self.translator.src_tok.encode_batch(texts))))
+    async def submit(self, texts: list[str], options: dict) -> list:
+        """`predict(texts, **options)`, run with whatever else waits with the same options."""
+        tokens = max(1, self.count(texts))
         alone = bool(options.get("sampling") and options.get("seed") is not None)
         job = _Job(texts, options, tokens, asyncio.get_running_loop().create_future(), alone)
         self.requests += 1
@@ -195,7 +275,7 @@ class Batcher:
         texts = [text for job in live for text in job.texts]
         try:
             self.batches += 1
-            results = await self.call(self.translator.translate_nbest, texts, **live[0].options)
+            results = await self.call(self.predict, texts, **live[0].options)
         except Exception as exc:
             if len(live) > 1:  # find the culprit: each job alone, so one bad request fails alone
                 for job in live:
@@ -214,10 +294,18 @@ class Batcher:
 # --- the application -------------------------------------------------------------------------------
 
 
-def create_app(translator: Translator, settings: ServerSettings | None = None) -> FastAPI:
-    """The FastAPI app for one model; `serve` runs it with uvicorn, tests with TestClient."""
+def create_app(model: Translator | TextClassifier, settings: ServerSettings | None = None) -> FastAPI:
+    """The FastAPI app for one model (a Translator for seq2seq and lm, a TextClassifier for classify);
+    `serve` runs it with uvicorn, tests with TestClient."""
     settings = settings or ServerSettings()
-    batcher = Batcher(translator, settings.max_batch_tokens, settings.max_wait_ms)
+    task = model.config.task
+    serves = SERVES[task]
+    tokenizer = model.tokenizer if serves == "classify" else model.src_tok
+
+    def count(texts: list[str]) -> int:
+        return sum(map(len, tokenizer.encode_batch(texts)))
+
+    batcher = Batcher(_predict(model, serves), count, settings.max_batch_tokens, settings.max_wait_ms)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -230,15 +318,28 @@ def create_app(translator: Translator, settings: ServerSettings | None = None) -
 
     app = FastAPI(
         title="dragoman",
-        summary=f"{translator.config.name}: {translator.config.model.name}",
+        summary=f"{model.config.name}: {describe(model)}",
         lifespan=lifespan,
-        responses={413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+        responses={
+            409: {"model": ErrorResponse},
+            413: {"model": ErrorResponse},
+            422: {"model": ErrorResponse},
+        },
     )
     app.state.batcher, app.state.settings = batcher, settings
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     _add_error_handlers(app)
 
-    def check(options: DecodeOptions, texts: list[str]) -> dict:
+    def only(endpoint_task: str):
+        """A dependency that refuses the request (before reading its fields) unless the model serves it."""
+
+        def check_task() -> None:
+            if serves != endpoint_task:
+                raise WrongTask(task)
+
+        return [Depends(check_task)]
+
+    def check_texts(texts: list[str]) -> None:
         if len(texts) > settings.max_texts:
             raise LimitExceeded("max_texts", f"{len(texts)} texts; at most {settings.max_texts} per request")
         for i, text in enumerate(texts):
@@ -246,32 +347,26 @@ def create_app(translator: Translator, settings: ServerSettings | None = None) -
                 raise LimitExceeded(
                     "max_chars", f"text {i} has {len(text)} characters; at most {settings.max_chars}"
                 )
+
+    def check(options: SearchOptions, texts: list[str]) -> dict:
+        check_texts(texts)
         try:  # the model's decode section with the request's options, checked (e.g. n_best ≤ beam)
-            decode = translator.decode_config(**options.overrides()).model_dump()
+            decode = model.decode_config(**options.overrides()).model_dump()
         except DragomanError as exc:
             raise HTTPException(422, str(exc)) from None
         if decode["beam"] > settings.max_beam:  # n_best ≤ beam, so this bounds n_best too
             raise LimitExceeded("max_beam", f"beam {decode['beam']}; at most {settings.max_beam}")
         return decode
 
-    @app.post("/v1/translate", response_model=TranslateResponse)
+    @app.post("/v1/translate", response_model=TranslateResponse, dependencies=only("translate"))
     async def translate(request: TranslateRequest) -> TranslateResponse:
-        results = await batcher.translate(request.texts, check(request, request.texts))
-        return TranslateResponse(
-            outputs=[
-                Output(
-                    text=nbest[0].text,
-                    score=nbest[0].score,
-                    n_best=[Hypothesis(text=t.text, score=t.score) for t in nbest],
-                )
-                for nbest in results
-            ]
-        )
+        results = await batcher.submit(request.texts, check(request, request.texts))
+        return TranslateResponse(outputs=[Output.of(nbest) for nbest in results])
 
-    @app.post("/v1/attention", response_model=AttentionResponse)
+    @app.post("/v1/attention", response_model=AttentionResponse, dependencies=only("translate"))
     async def attention(request: AttentionRequest) -> AttentionResponse:
         options = check(request, [request.text])
-        alignment = await batcher.call(translator.align, request.text, request.target, **options)
+        alignment = await batcher.call(model.align, request.text, request.target, **options)
         best = alignment.translation
         return AttentionResponse(
             translation=Hypothesis(text=best.text, score=best.score),
@@ -280,21 +375,39 @@ def create_app(translator: Translator, settings: ServerSettings | None = None) -
             weights=None if alignment.weights is None else alignment.weights.round(4).tolist(),
         )
 
+    @app.post(
+        "/v1/classify",
+        response_model=ClassifyResponse,
+        response_model_exclude_none=True,
+        dependencies=only("classify"),
+    )
+    async def classify(request: ClassifyRequest) -> ClassifyResponse:
+        check_texts(request.texts)
+        predictions: list[Prediction] = await batcher.submit(request.texts, {})
+        return ClassifyResponse(
+            outputs=[
+                Classification(
+                    label=p.label,
+                    probability=p.probability,
+                    probabilities=p.probabilities if request.all else None,
+                )
+                for p in predictions
+            ]
+        )
+
+    @app.post("/v1/generate", response_model=GenerateResponse, dependencies=only("generate"))
+    async def generate(request: GenerateRequest) -> GenerateResponse:
+        limit = max_new_tokens(model)
+        if request.max_tokens is not None and request.max_tokens > limit:
+            raise LimitExceeded(
+                "max_tokens", f"max_tokens {request.max_tokens}; at most {limit} for this model"
+            )
+        results = await batcher.submit(request.prompts, check(request, request.prompts))
+        return GenerateResponse(outputs=[Generation.of(nbest, prompt=prompt) for prompt, nbest in results])
+
     @app.get("/v1/model")
     async def model_info() -> dict:
-        config = translator.config
-        return {
-            "name": config.name,
-            "task": "translate",
-            "architecture": config.model.name,
-            "parameters": sum(p.numel() for p in translator.model.parameters()),
-            "src_vocab": translator.src_tok.vocab_size,
-            "tgt_vocab": translator.tgt_tok.vocab_size,
-            "max_len": config.data.max_len,
-            "model": config.model.model_dump(mode="json"),
-            "decode": config.decode.model_dump(mode="json"),
-            "limits": settings.model_dump(),
-        }
+        return _model_info(model, serves, settings)
 
     @app.get("/health")
     async def health() -> dict:
@@ -307,6 +420,65 @@ def create_app(translator: Translator, settings: ServerSettings | None = None) -
     return app
 
 
+def _predict(model: Translator | TextClassifier, serves: str) -> Callable[..., list]:
+    """The model call that the batcher makes for this task (the method is looked up at each call)."""
+    if serves == "classify":
+        return lambda texts: model.classify(texts)
+    if serves == "generate":
+        return functools.partial(_generate, model)
+    return lambda texts, **options: model.translate_nbest(texts, **options)
+
+
+def _generate(generator: Translator, prompts: list[str], **options) -> list[tuple[str, list[Translation]]]:
+    """Each prompt continued, with the prompt as the model read it (tokenized, truncated to
+    data.max_len, detokenized): the part of each output that the page shows as given, not generated."""
+    results = generator.translate_nbest(prompts, **options)
+    max_len = generator.config.data.max_len
+    read = [generator.tgt_tok.decode(ids[:max_len]) for ids in generator.src_tok.encode_batch(prompts)]
+    # a tokenizer whose detokenization joins differently keeps only what every output starts with
+    return [(os.path.commonprefix([p, *(t.text for t in nbest)]), nbest) for p, nbest in zip(read, results)]
+
+
+def describe(model: Translator | TextClassifier) -> str:
+    """The architecture in a few words: "transformer", "lstm-lstm+bahdanau", "gru classifier"…"""
+    config = model.config
+    if config.task == "classify":
+        return f"{config.model.encoder} classifier"
+    return "transformer language model" if config.task == "lm" else config.model.name
+
+
+def _model_info(model: Translator | TextClassifier, serves: str, settings: ServerSettings) -> dict:
+    """/v1/model: what the model is and does, and the limits a request must keep (for a language
+    model also the most new tokens it may ask for)."""
+    config = model.config
+    limits = settings.model_dump()
+    info = {
+        "name": config.name,
+        "task": serves,
+        "endpoints": ENDPOINTS[serves],
+        "architecture": describe(model),
+        "parameters": sum(p.numel() for p in model.model.parameters()),
+    }
+    if serves == "classify":
+        info |= {"src_vocab": model.tokenizer.vocab_size, "labels": model.labels.names}
+    else:
+        info |= {"src_vocab": model.src_tok.vocab_size, "tgt_vocab": model.tgt_tok.vocab_size}
+    if serves == "generate":
+        limits["max_tokens"] = max_new_tokens(model)
+    return info | {
+        "max_len": config.data.max_len,
+        "model": config.model.model_dump(mode="json"),
+        "decode": config.decode.model_dump(mode="json"),
+        "limits": limits,
+    }
+
+
+def max_new_tokens(generator: Translator) -> int:
+    """The most new tokens a language model can give: what an empty prompt leaves of its positions
+    (the Translator stops a longer prompt's continuation earlier, where the positions run out)."""
+    return generator.model.max_positions - 2
+
+
 def _error(status: int, kind: str, message: str, **extra) -> JSONResponse:
     return JSONResponse({"error": {"type": kind, "message": message, **extra}}, status_code=status)
 
@@ -315,6 +487,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LimitExceeded)
     async def limit_exceeded(request: Request, exc: LimitExceeded) -> JSONResponse:
         return _error(413, "limit", exc.message, limit=exc.limit)
+
+    @app.exception_handler(WrongTask)
+    async def wrong_task(request: Request, exc: WrongTask) -> JSONResponse:
+        return _error(409, "wrong_task", exc.message, task=exc.task, endpoint=exc.endpoint)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -369,6 +545,15 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
+def load(model_dir: str | Path, checkpoint: str = "best") -> Translator | TextClassifier:
+    """The model of a model directory, ready for `create_app`: a TextClassifier for task: classify,
+    a Translator for seq2seq and lm."""
+    model, config, tokenizer, target = load_model(model_dir, checkpoint)
+    if config.task == "classify":
+        return TextClassifier(model, config, tokenizer, target)
+    return Translator(model, config, tokenizer, target)
+
+
 def serve(
     model_dir: str | Path,
     settings: ServerSettings,
@@ -381,12 +566,12 @@ def serve(
 
     if not PAGE.exists():
         raise DragomanError("the web page is missing from the installation", file=PAGE)
-    translator = Translator.load(model_dir, checkpoint)
-    log.info("serving %s (%s) on http://%s:%d/", model_dir, translator.config.model.name, host, port)
+    model = load(model_dir, checkpoint)
+    log.info("serving %s (%s) on http://%s:%d/", model_dir, describe(model), host, port)
     # uvicorn shuts down gracefully on SIGTERM, then raises it again with the handler that was there
     # before: a no-op one here, so that a clean shutdown exits with status 0
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        uvicorn.run(create_app(translator, settings), host=host, port=port, timeout_graceful_shutdown=30)
+        uvicorn.run(create_app(model, settings), host=host, port=port, timeout_graceful_shutdown=30)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -410,14 +410,14 @@ def test_a_request_abandoned_during_a_failing_call_does_not_stop_the_worker(tran
     monkeypatch.setattr(translator, "translate_nbest", translate_nbest)
 
     async def scenario() -> list:
-        batcher = Batcher(translator, max_batch_tokens=4096, max_wait_ms=0)
+        batcher = Batcher(translator.translate_nbest, len, max_batch_tokens=4096, max_wait_ms=0)
         worker = asyncio.create_task(batcher.run_forever())
-        abandoned = asyncio.create_task(batcher.translate(["a b"], {}))
+        abandoned = asyncio.create_task(batcher.submit(["a b"], {}))
         assert await asyncio.to_thread(entered.wait, 10)
         abandoned.cancel()  # the client went away while its failing call runs
         released.set()
         try:
-            return await asyncio.wait_for(batcher.translate(["c d"], {}), 5)
+            return await asyncio.wait_for(batcher.submit(["c d"], {}), 5)
         finally:
             worker.cancel()
             batcher.executor.shutdown()
