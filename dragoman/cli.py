@@ -4,12 +4,17 @@ dragoman quickstart                 make a toy task, train, translate, score (a 
 dragoman prepare CONFIG             check text files, train tokenizers, store token ids
 dragoman train CONFIG [--resume]    train (prepares first when needed)
 dragoman translate MODEL_DIR        stdin/file → stdout/file, greedy, beam or sampling
-dragoman evaluate ...               sacreBLEU BLEU and chrF of a file or of a model on a test pair
+dragoman classify MODEL_DIR         label and probability per line (task: classify)
+dragoman generate MODEL_DIR         continue --prompt with a language model (task: lm)
+dragoman chat MODEL_DIR             talk to a dialogue model; it keeps the conversation's last turns
+dragoman evaluate ...               BLEU, chrF, ROUGE; accuracy/F1 of a classifier; perplexity of an lm
 dragoman serve MODEL_DIR            HTTP server (FastAPI) with dynamic batching and a web page at /
 dragoman plot MODEL_DIR             training curves from the metrics log (PNG or SVG)
 dragoman attention MODEL_DIR TEXT   attention heatmaps of one translation
 dragoman diagram CONFIG|MODEL_DIR   Mermaid flowchart of the model's architecture
 dragoman export MODEL_DIR --to ctranslate2 OUT_DIR   a CTranslate2 model for deployment
+dragoman embed MODEL_DIR            one vector per input line: pooled encoder states (.npy or text)
+dragoman search MODEL_DIR --corpus FILE   the corpus lines nearest to each query (cosine)
 """
 
 from __future__ import annotations
@@ -56,6 +61,25 @@ def _add_decode_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--top-k", type=int)
     group.add_argument("--top-p", type=float)
     group.add_argument("--seed", type=int)
+    parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_embed_arguments(parser: argparse.ArgumentParser, normalize: bool = True) -> None:
+    parser.add_argument(
+        "--pooling", choices=["mean", "first"], help="of the encoder states (default: model.pooling)"
+    )
+    if normalize:
+        parser.add_argument("--normalize", action="store_true", help="unit vectors (length 1)")
+    parser.add_argument(
+        "--batch-tokens", type=_positive_int, help="source tokens per batch (default: the config's)"
+    )
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
 
 
@@ -114,21 +138,83 @@ def cmd_translate(args: argparse.Namespace) -> None:
     _write_output(args.output, lines)
 
 
+def _metric_names(text: str) -> list[str]:
+    from dragoman.metrics import REPORTS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in REPORTS]
+    if unknown or not names:
+        raise DragomanError(
+            f"--metric {text}: {'unknown metric ' + ', '.join(unknown) if unknown else 'no metric named'}",
+            fix=f"give a comma-separated list of {', '.join(REPORTS)}, e.g. --metric bleu,rouge",
+        )
+    return names
+
+
+def _model_outputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """A seq2seq model's outputs for --src, and notes for the report: how many sources were cut."""
+    from dragoman.data.text import read_lines
+    from dragoman.translator import Translator
+
+    translator = Translator.load(args.model_dir, args.checkpoint)
+    sources = read_lines(Path(args.src))
+    max_len = translator.config.data.max_len
+    long = sum(len(ids) > max_len for ids in translator.src_tok.encode_batch(sources))
+    note = f"{long} of {len(sources)} sources longer than {max_len} tokens (data.max_len) were truncated"
+    return translator.translate(sources, **_decode_options(args)), [note]
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    from dragoman.chat import ChatSession, dialogue_settings
+    from dragoman.translator import Translator
+
+    translator = Translator.load(args.model_dir, args.checkpoint)
+    dialogue = dialogue_settings(translator.config, args.model_dir, args.turns)
+    ChatSession(translator, _decode_options(args), dialogue).run(sys.stdin, sys.stdout)
+
+
+def _evaluate_other_tasks(args: argparse.Namespace) -> bool:
+    """A classifier's accuracy, macro-F1 and confusion matrix on --src (a CSV, or texts with
+    --ref labels), or a language model's perplexity of --src; False for a seq2seq model."""
+    from dragoman.config import load_config
+
+    config = load_config(Path(args.model_dir) / "config.yaml")
+    if config.task == "seq2seq":
+        return False
+    if not args.src:
+        raise DragomanError(f"give --src FILE to evaluate a {config.task} model on")
+    if config.task == "classify":
+        from dragoman.classify import TextClassifier, read_labelled
+
+        classifier = TextClassifier.load(args.model_dir, args.checkpoint)
+        texts, gold, source = read_labelled(config, args.src, args.ref)
+        print(classifier.evaluate(texts, gold, source).report())
+    else:
+        from dragoman.data.text import read_lines
+        from dragoman.translator import Translator
+
+        ppl, tokens = Translator.load(args.model_dir, args.checkpoint).perplexity(read_lines(Path(args.src)))
+        print(f"perplexity {ppl:.2f} ({tokens} tokens, </s> included)")
+    return True
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from dragoman.data.text import iter_lines, read_lines
     from dragoman.metrics import report
 
+    if args.model_dir and not args.hyp and _evaluate_other_tasks(args):
+        return
+    if not args.ref:
+        raise DragomanError("give the references: --ref FILE", fix="see `dragoman evaluate --help`")
+    metrics = _metric_names(args.metric)
     refs = read_lines(Path(args.ref))
+    notes: list[str] = []
     if args.hyp:
         # not read_lines: a model that outputs only empty lines is bad, not an input error
         hyps = list(iter_lines(Path(args.hyp)))
         name = args.hyp
     elif args.model_dir and args.src:
-        from dragoman.translator import Translator
-
-        hyps = Translator.load(args.model_dir, args.checkpoint).translate(
-            read_lines(Path(args.src)), **_decode_options(args)
-        )
+        hyps, notes = _model_outputs(args)
         name = args.src
     else:
         raise DragomanError(
@@ -139,7 +225,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             f"line counts differ: {name} has {len(hyps)} lines, {args.ref} has {len(refs)}",
             fix="hypotheses and references must be parallel, one per line",
         )
-    print(report(hyps, refs))
+    print("\n".join([report(hyps, refs, metrics), *notes]))
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -190,6 +276,71 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"CTranslate2 model written to {out}")
 
 
+def cmd_embed(args: argparse.Namespace) -> None:
+    from dragoman.embed import Embedder, write_npy
+
+    embedder = Embedder.load(args.model_dir, args.checkpoint)
+    texts = _read_input(args.input)
+    vectors = embedder.embed(texts, args.pooling, args.normalize, args.batch_tokens)
+    if args.output and args.output.endswith(".npy"):
+        write_npy(Path(args.output), vectors)
+    else:
+        _write_output(args.output, [" ".join(f"{x:.9g}" for x in row) for row in vectors.tolist()])
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    import json
+
+    from dragoman.data.text import check_readable
+    from dragoman.embed import Embedder, SemanticSearch
+
+    check_readable(args.corpus)  # before the model loads
+    embedder = Embedder.load(args.model_dir, args.checkpoint)
+    queries = _read_input(args.input)
+    index = SemanticSearch.from_file(embedder, args.corpus, args.index, args.pooling, not args.no_rebuild)
+    lines = []
+    for query, hits in zip(queries, index.search(queries, args.k)):
+        if args.format == "json":
+            record = {"query": query, "hits": [vars(hit) for hit in hits]}
+            lines.append(json.dumps(record, ensure_ascii=False))
+        else:
+            lines += [f"> {query}", *(f"{h.rank}\t{h.score:.4f}\t{h.line}\t{h.text}" for h in hits), ""]
+    _write_output(args.output, lines)
+
+
+def cmd_classify(args: argparse.Namespace) -> None:
+    from dragoman.classify import TextClassifier
+
+    classifier = TextClassifier.load(args.model_dir, args.checkpoint)
+    predictions = classifier.classify(_read_input(args.input))
+    if args.all:
+        lines = ["\t".join(f"{k}\t{v:.4f}" for k, v in p.probabilities.items()) for p in predictions]
+    else:
+        lines = [f"{p.label}\t{p.probability:.4f}" for p in predictions]
+    _write_output(args.output, lines)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from dragoman.translator import Translator
+
+    generator = Translator.load(args.model_dir, args.checkpoint)
+    if generator.config.task != "lm":
+        raise DragomanError(
+            f"this model is not a language model (task: {generator.config.task})",
+            fix="use `dragoman translate` for an encoder-decoder, or train one with `task: lm`",
+        )
+    prompts = args.prompt if args.prompt is not None else _read_input(args.input)
+    options = _decode_options(args)
+    if args.max_tokens is not None:
+        options |= {"max_len_a": 0.0, "max_len_b": args.max_tokens}
+    results = generator.translate_nbest(prompts, **options)
+    if generator.decode_config(**options).n_best > 1:
+        lines = [f"{i}\t{t.score:.4f}\t{t.text}" for i, nbest in enumerate(results) for t in nbest]
+    else:
+        lines = [nbest[0].text for nbest in results]
+    _write_output(args.output, lines)
+
+
 def cmd_quickstart(args: argparse.Namespace) -> None:
     from dragoman.quickstart import run
 
@@ -228,12 +379,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser(
-        "evaluate", help="BLEU and chrF (sacreBLEU) of hypotheses, or of a model on a test pair"
+        "chat",
+        help="talk to a model trained on (context → reply) pairs; `:help` lists the commands",
+        description="Each line you type is a turn; the model replies to the last turns, joined as its "
+        "config's dialogue section says (turns, separator). Piped input works: one turn per line.",
+    )
+    p.add_argument("model_dir")
+    p.add_argument("--turns", type=int, help="previous turns in a context (default: dialogue.turns)")
+    _add_decode_arguments(p)
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="BLEU, chrF (sacreBLEU) or ROUGE of hypotheses or of a model on a test pair; "
+        "a classifier's accuracy, macro-F1 and confusion matrix; a language model's perplexity",
     )
     p.add_argument("model_dir", nargs="?")
     p.add_argument("--hyp", help="hypothesis file")
-    p.add_argument("--src", help="source file to translate with MODEL_DIR")
-    p.add_argument("--ref", required=True, help="reference file")
+    p.add_argument(
+        "--src", help="source file to translate with MODEL_DIR; a classifier's texts (or CSV); an lm's text"
+    )
+    p.add_argument("--ref", help="reference file; a classifier's gold labels (not with a CSV --src)")
+    p.add_argument(
+        "--metric",
+        default="bleu,chrf",
+        help="comma-separated, reported in this order: bleu, chrf (sacreBLEU), rouge (ROUGE-1/2/L F1, "
+        "rouge-score with the Porter stemmer); default: bleu,chrf",
+    )
     _add_decode_arguments(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -281,6 +453,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantization", choices=["int8", "int8_float32", "int16", "float16"])
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "embed", help="one vector per input line: the encoder's states, pooled (any encoder model)"
+    )
+    p.add_argument("model_dir")
+    p.add_argument("-i", "--input", help="input file (default: stdin)")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="OUT.npy: a float32 numpy array (N, D); otherwise text, one line of D floats per input "
+        "line (default: stdout). An empty line gets the zero vector",
+    )
+    _add_embed_arguments(p)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser(
+        "search",
+        help="the corpus lines nearest to each query (cosine similarity of embeddings)",
+        description="For each query (a line of stdin or -i FILE), the k corpus lines whose embeddings "
+        "are nearest by cosine similarity. Text output: a line '> QUERY', then one line per hit, "
+        "'RANK<TAB>SCORE<TAB>LINE<TAB>TEXT' (rank 1 = nearest, LINE = 1-based line number in the "
+        "corpus), then an empty line. --format json: one object per query and line, "
+        '{"query": ..., "hits": [{"rank", "score", "line", "text"}]}. Empty corpus lines are never '
+        "hits; an empty query has none.",
+    )
+    p.add_argument("model_dir")
+    p.add_argument("--corpus", required=True, help="the lines to search, one per line (UTF-8)")
+    p.add_argument("-i", "--input", help="queries, one per line (default: stdin)")
+    p.add_argument("-o", "--output", help="output file (default: stdout)")
+    p.add_argument("-k", type=_positive_int, default=5, help="hits per query (default: 5)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument(
+        "--index",
+        metavar="FILE.npy",
+        help="cache of the corpus vectors, with FILE.npy.json recording the corpus and model they "
+        "came from; reused while both are unchanged, rebuilt when stale",
+    )
+    p.add_argument("--no-rebuild", action="store_true", help="refuse a stale --index instead of rebuilding")
+    _add_embed_arguments(p, normalize=False)
+    p.set_defaults(func=cmd_search)
+    p = sub.add_parser("classify", help="label and probability of each input line (task: classify)")
+    p.add_argument("model_dir")
+    p.add_argument("-i", "--input", help="input file (default: stdin)")
+    p.add_argument("-o", "--output", help="output file (default: stdout)")
+    p.add_argument("--all", action="store_true", help="every label with its probability")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("generate", help="continue prompts with a language model (task: lm)")
+    p.add_argument("model_dir")
+    p.add_argument("--prompt", action="append", help="a prompt (repeatable; '' starts from nothing)")
+    p.add_argument("-i", "--input", help="prompts, one per line (default: stdin, without --prompt)")
+    p.add_argument("-o", "--output", help="output file (default: stdout)")
+    p.add_argument("--max-tokens", type=int, help="new tokens at most (sets max_len_a 0, max_len_b N)")
+    _add_decode_arguments(p)
+    p.set_defaults(func=cmd_generate)
     return parser
 
 

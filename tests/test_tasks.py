@@ -378,3 +378,28 @@ def test_a_resumed_run_has_the_losses_of_an_uninterrupted_one(task, tmp_path):
         }
     assert sorted(losses["resumed"]) == list(range(1, 31))
     assert losses["resumed"] == pytest.approx(losses["whole"], rel=1e-5, abs=1e-6)
+
+
+def test_evaluate_a_classifier_from_labels_or_csv_and_name_an_unknown_label(classifier_dir, tmp_path, capsys):
+    data = Path(yaml_of(classifier_dir)["data"]["test"])
+    args = ["evaluate", str(classifier_dir), "--src", str(data.with_suffix(".txt"))]
+    assert main([*args, "--ref", str(data.with_suffix(".label"))]) == 0
+    from_files = capsys.readouterr().out
+    assert main(["evaluate", str(classifier_dir), "--src", str(data.with_suffix(".csv"))]) == 0
+    assert capsys.readouterr().out == from_files
+    accuracy = float(from_files.split()[1])
+    assert accuracy >= 95.0 and "majority baseline" in from_files and "confusion matrix" in from_files
+    rows = from_files.splitlines()[-3:]
+    assert [row.split()[0] for row in rows] == ["negative", "neutral", "positive"]
+    assert sum(int(n) for row in rows for n in row.split()[1:]) == 150
+    bad = tmp_path / "bad.label"
+    bad.write_text("positive\n" * 149 + "great\n")
+    assert main([*args, "--ref", str(bad)]) == 2
+    assert "bad.label:150: unknown label 'great'" in capsys.readouterr().err
+
+
+def test_evaluate_a_language_model_gives_its_perplexity(lm_dir, capsys):
+    dev = yaml_of(lm_dir)["data"]["dev"] + ".txt"
+    assert main(["evaluate", str(lm_dir), "--src", dev]) == 0
+    ppl, tokens = Translator.load(lm_dir).perplexity(Path(dev).read_text().splitlines())
+    assert capsys.readouterr().out == f"perplexity {ppl:.2f} ({tokens} tokens, </s> included)\n"
