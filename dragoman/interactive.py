@@ -44,6 +44,8 @@ class Session:
     `decode_config`), holding the decoding options that `:set` changes."""
 
     history_file = Path("~/.dragoman_history")
+    banner = "dragoman interactive: type a sentence to translate, :help for commands, :q to quit"
+    help_text = HELP
 
     def __init__(self, translator: Any, options: dict[str, Any]) -> None:
         translator.decode_config(**options)  # bad command-line options fail before the first prompt
@@ -66,7 +68,7 @@ class Session:
         self.out, tty = outfile, infile.isatty()
         readline = self._load_history() if tty and infile is sys.stdin else None
         if tty:
-            self.say("dragoman interactive: type a sentence to translate, :help for commands, :q to quit")
+            self.say(self.banner)
         try:
             while True:
                 try:
@@ -166,7 +168,7 @@ class Session:
         self.say(f"time {args[0]}")
 
     def show_help(self, args: list[str]) -> None:
-        self.say(HELP)
+        self.say(self.help_text)
 
     def say(self, *lines: str) -> None:
         self.out.write("".join(line + "\n" for line in lines))
