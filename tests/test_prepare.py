@@ -222,8 +222,8 @@ def test_empty_and_too_long_pairs_are_skipped_and_counted(tmp_path):
     assert list(dev_src_ids.lengths) == [2, 5, 2]
     assert list(dev_tgt_ids.lengths) == [2, 1, 5]
     saved = json.loads((tmp_path / "model" / "data" / "prepared.json").read_text())
-    assert saved["splits"]["train"] == {"read": 8, "empty": 3, "too_long": 2, "kept": 3}
-    assert saved["splits"]["dev"] == {"read": 4, "empty": 1, "too_long": 2, "kept": 3}
+    assert saved["splits"]["train"] == {"read": 8, "empty": 3, "too_long": 2, "kept": 3, "blocks": 0}
+    assert saved["splits"]["dev"] == {"read": 4, "empty": 1, "too_long": 2, "kept": 3, "blocks": 0}
 
 
 def test_nothing_left_after_cleaning(tmp_path, capsys):
@@ -238,7 +238,7 @@ def test_char_tokenizer_counts_characters(tmp_path):
     write_corpus(tmp_path, ["ab", "abcdef", "ba"], ["AB", "AB", "BA"], ["ab"], ["AB"])
     config = load_config(write_config(tmp_path, max_len=4, kind="char"))
     reports = prepare(config, force=True)
-    assert reports["train"].describe("train", 4) == (
+    assert reports["train"].describe("train", config) == (
         "train: 3 pairs read, 0 empty or whitespace-only skipped, 1 longer than 4 tokens dropped, 2 kept"
     )
     assert list(load_shards(config, "train")[0].lengths) == [2, 2]

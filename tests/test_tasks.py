@@ -313,7 +313,8 @@ def test_block_mode_joins_documents_into_overlapping_blocks(tmp_path):
     }
     config = parse_config(config)
     report = prepare(config)["train"]
-    assert (report.read, report.empty, report.kept) == (4, 1, 3)
+    assert (report.read, report.empty, report.kept, report.blocks) == (4, 1, 3, 3)
+    assert report.describe("train", config).endswith("3 kept, joined and cut into 3 blocks of 4 tokens")
     batches = load_batches(config, "train", 1000)
     # stream: <s> a b c </s> <s> d e </s> <s> f </s>  (12 tokens) → blocks of 5 overlapping by one
     from dragoman.data.prepare import load_tokenizers

@@ -42,13 +42,19 @@ class SplitReport:
     empty: int = 0  # a side empty or only whitespace: skipped
     too_long: int = 0  # dropped (train, too_long: drop) or truncated to max_len
     kept: int = 0
+    blocks: int = 0  # lm with data.block_size: the blocks the kept documents were cut into
 
-    def describe(self, split: str, max_len: int, too_long: str = "drop") -> str:
-        action = "dropped" if split == "train" and too_long == "drop" else "truncated"
-        return (
-            f"{split}: {self.read} pairs read, {self.empty} empty or whitespace-only skipped, "
-            f"{self.too_long} longer than {max_len} tokens {action}, {self.kept} kept"
-        )
+    def describe(self, split: str, config: Config) -> str:
+        data = config.data
+        action = "dropped" if split == "train" and data.too_long == "drop" else "truncated"
+        unit = {"seq2seq": "pairs", "classify": "labelled texts"}.get(config.task, "documents")
+        text = f"{split}: {self.read} {unit} read, {self.empty} empty or whitespace-only skipped, "
+        if data.block_size is not None:
+            return (
+                text
+                + f"{self.kept} kept, joined and cut into {self.blocks} blocks of {data.block_size} tokens"
+            )
+        return text + f"{self.too_long} longer than {data.max_len} tokens {action}, {self.kept} kept"
 
 
 def tokenizer_prefixes(model_dir: Path, data: DataConfig) -> tuple[Path, Path]:
@@ -149,10 +155,11 @@ class _Blocks:
         self.writer.extend(self.stream[i * self.size : (i + 1) * self.size + 1] for i in range(full))
         self.stream = self.stream[full * self.size :]
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Write the last, shorter block; returns how many blocks were written."""
         if len(self.stream) >= 2:
             self.writer.extend([self.stream])
-        self.writer.close()
+        return self.writer.close()
 
 
 def _encode_split(
@@ -190,9 +197,11 @@ def _encode_split(
         src_writer.extend(kept_src)
         if tgt_writer:
             tgt_writer.extend(kept_tgt)
-    for writer in (src_writer, tgt_writer):
-        if writer:
-            writer.close()
+    blocks = src_writer.close()
+    if tgt_writer:
+        tgt_writer.close()
+    if data.block_size is not None:
+        report.blocks = blocks
     if task == "classify":
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(labels, dtype=np.int32), allow_pickle=False)
@@ -222,7 +231,7 @@ def prepare(config: Config, force: bool = False) -> dict[str, SplitReport]:
     for split in SPLITS:
         if config.data.files(split) is not None:
             reports[split] = _encode_split(split, config, src_tok, tgt_tok, out)
-            log.info(reports[split].describe(split, config.data.max_len, config.data.too_long))
+            log.info(reports[split].describe(split, config))
     if reports["train"].kept == 0:
         raise DragomanError(
             "no training pairs left after cleaning",

@@ -31,7 +31,8 @@ class ShardWriter:
             self._file.write(np.asarray(seq, dtype=np.int32).tobytes())
             self._offsets.append(self._offsets[-1] + len(seq))
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Flush, fsync and rename into place; returns the number of sequences written."""
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -39,6 +40,7 @@ class ShardWriter:
         np.save(offsets_tmp, np.asarray(self._offsets, dtype=np.int64), allow_pickle=False)
         os.replace(offsets_tmp, f"{self.prefix}.offsets.npy")
         os.replace(self._tmp, f"{self.prefix}.ids")
+        return len(self._offsets) - 1
 
 
 class Shard:
