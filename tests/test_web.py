@@ -110,12 +110,12 @@ class Tab:
     errors: list[str]  # console messages of type error and uncaught exceptions, in order
 
 
-@pytest.fixture
-def open_page(browser, serve):
-    """name → a fresh browser tab on that model's page, loaded and ready."""
+def tabs(browser, url_of):
+    """A generator for a fixture: key → a fresh browser tab on the page at `url_of(key)`, loaded and
+    ready, recording its console errors; the tabs close when the test ends."""
     contexts = []
 
-    def get(name: str) -> Tab:
+    def get(key: str) -> Tab:
         context = browser.new_context(viewport={"width": 1200, "height": 900})
         contexts.append(context)
         page = context.new_page()
@@ -123,13 +123,19 @@ def open_page(browser, serve):
         tab = Tab(page, [])
         page.on("console", lambda m: tab.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda exc: tab.errors.append(f"uncaught: {exc}"))
-        page.goto(serve(name))
+        page.goto(url_of(key))
         page.wait_for_selector("body[data-ready=true]")
         return tab
 
     yield get
     for context in contexts:
         context.close()
+
+
+@pytest.fixture
+def open_page(browser, serve):
+    """name → a fresh browser tab on that model's page, loaded and ready."""
+    yield from tabs(browser, serve)
 
 
 def translate(tab: Tab, lines: list[str]) -> None:

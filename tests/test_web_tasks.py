@@ -18,7 +18,7 @@ from dragoman.server import create_app, load
 from dragoman.train import train
 from dragoman.translator import Translator
 from tests.test_tasks import classify_config, lm_config
-from tests.test_web import BROWSER_ARGS, CHROMIUM, Tab, expect, sync_api  # skips without Chromium
+from tests.test_web import BROWSER_ARGS, CHROMIUM, Tab, expect, sync_api, tabs  # skips without Chromium
 
 LABELS = ["negative", "neutral", "positive"]
 HOSTILE = '<img src=x onerror="window.hacked=1"> & <b>a</b>'
@@ -66,23 +66,7 @@ def browser():
 @pytest.fixture
 def open_page(browser, urls):
     """task → a fresh browser tab on that task's model page, loaded and ready."""
-    contexts = []
-
-    def get(task: str) -> Tab:
-        context = browser.new_context(viewport={"width": 1200, "height": 900})
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        tab = Tab(page, [])
-        page.on("console", lambda m: tab.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda exc: tab.errors.append(f"uncaught: {exc}"))
-        page.goto(urls[task])
-        page.wait_for_selector("body[data-ready=true]")
-        return tab
-
-    yield get
-    for context in contexts:
-        context.close()
+    yield from tabs(browser, urls.__getitem__)
 
 
 def run(tab: Tab, button: str, lines: list[str], items: str) -> None:
