@@ -164,15 +164,8 @@ def draw_language_model(model: LanguageModel, config: Config, note: str = "") ->
     _title(chart, model, config, "decoder-only Transformer language model", note)
     prev = chart.node("tgt", "<s> + tokens (B, T)", "io", "tokens")
     _embedding(chart, prev, "tgt_embed", "token embedding", model.input, config.model.tgt_vectors)
-    prev = "tgt_embed"
-    with chart.subgraph("decoder", f"decoder-only: {_layers(len(model.layers))}"):
-        for i, layer in enumerate(model.layers, 1):
-            with chart.subgraph(f"dec{i}", f"EncoderLayer {i}, causal"):
-                masked = _attention("causal self-attention", layer.attention, layer.pre_norm)
-                prev = chart.chain(prev, f"dec{i}_self", masked)
-                prev = chart.chain(prev, f"dec{i}_ff", _feed_forward(layer.feed_forward, layer.pre_norm))
-        if isinstance(model.norm, nn.LayerNorm):
-            prev = chart.chain(prev, "dec_norm", f"LayerNorm {model.norm.normalized_shape[0]}")
+    title = f"decoder-only: {_layers(len(model.layers))}"
+    prev = _encoder_layers(chart, "tgt_embed", model.layers, model.norm, "decoder", title, causal=True)
     output = model.output
     tied = "weight tied to the embedding" if output.weight is model.tgt_embed.weight else "own weight"
     chart.chain(
@@ -210,15 +203,28 @@ def _layers(n: int) -> str:
     return f"{n} layer" + ("s" if n > 1 else "")
 
 
+def _encoder_layers(
+    chart: Flowchart, prev: str, layers: nn.ModuleList, norm: nn.Module, group: str, title: str, causal: bool
+) -> str:
+    """A stack of EncoderLayers and its final norm: a Transformer encoder's (nodes enc1_attn, …,
+    enc_norm), or a language model's, masked causally (dec1_self, …, dec_norm)."""
+    short, kind = ("dec", "self") if causal else ("enc", "attn")
+    with chart.subgraph(group, title):
+        for i, layer in enumerate(layers, 1):
+            with chart.subgraph(f"{short}{i}", f"EncoderLayer {i}" + (", causal" if causal else "")):
+                what = "causal self-attention" if causal else "self-attention"
+                prev = chart.chain(
+                    prev, f"{short}{i}_{kind}", _attention(what, layer.attention, layer.pre_norm)
+                )
+                prev = chart.chain(prev, f"{short}{i}_ff", _feed_forward(layer.feed_forward, layer.pre_norm))
+        if isinstance(norm, nn.LayerNorm):
+            prev = chart.chain(prev, f"{short}_norm", f"LayerNorm {norm.normalized_shape[0]}")
+    return prev
+
+
 def _transformer_encoder(chart: Flowchart, encoder: TransformerEncoder, prev: str) -> tuple[str, int, str]:
-    with chart.subgraph("encoder", f"encoder: {_layers(len(encoder.layers))}"):
-        for i, layer in enumerate(encoder.layers, 1):
-            with chart.subgraph(f"enc{i}", f"EncoderLayer {i}"):
-                attention = _attention("self-attention", layer.attention, layer.pre_norm)
-                prev = chart.chain(prev, f"enc{i}_attn", attention)
-                prev = chart.chain(prev, f"enc{i}_ff", _feed_forward(layer.feed_forward, layer.pre_norm))
-        if isinstance(encoder.norm, nn.LayerNorm):
-            prev = chart.chain(prev, "enc_norm", f"LayerNorm {encoder.norm.normalized_shape[0]}")
+    title = f"encoder: {_layers(len(encoder.layers))}"
+    prev = _encoder_layers(chart, prev, encoder.layers, encoder.norm, "encoder", title, causal=False)
     return prev, encoder.embed.embed.embedding_dim, ""
 
 

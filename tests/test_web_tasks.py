@@ -17,8 +17,9 @@ from dragoman.config import parse_config
 from dragoman.server import create_app, load
 from dragoman.train import train
 from dragoman.translator import Translator
+from tests import test_web  # skips without Chromium
 from tests.test_tasks import classify_config, lm_config
-from tests.test_web import BROWSER_ARGS, CHROMIUM, Tab, expect, sync_api, tabs  # skips without Chromium
+from tests.test_web import Tab, expect, tabs
 
 LABELS = ["negative", "neutral", "positive"]
 HOSTILE = '<img src=x onerror="window.hacked=1"> & <b>a</b>'
@@ -55,12 +56,7 @@ def urls(model_dirs):
         thread.join(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS, headless=True)
-        yield browser
-        browser.close()
+browser = test_web.browser  # the same module-scoped Chromium fixture
 
 
 @pytest.fixture
