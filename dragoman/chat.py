@@ -9,6 +9,8 @@ so a model is always asked in the form it was trained on.
 `dragoman chat` is the `translate --interactive` session (dragoman/interactive.py: the prompt,
 line editing and history file, the `:set` decoding options, Ctrl-C and Ctrl-D) with a conversation
 behind it: each line is the user's turn, the model's reply is the next one, `:reset` starts over.
+With a seed, the n-th reply of a session (from 0) samples with seed + n: the session is repeatable,
+and the replies do not all start from the same random draws.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ class ChatSession(Session):
         self.dialogue = dialogue
         self.messages: list[tuple[str, str]] = []  # (USER or MODEL, text), as said
         self.last_context = ""
+        self.replies = 0  # in this session, :reset or not: reply n samples with seed + n
         self.commands |= {
             "reset": self.reset_conversation,
             "defaults": self.reset_options,
@@ -126,7 +129,11 @@ class ChatSession(Session):
         """Reply to `text` (the user's turn)."""
         self.messages.append((USER, text))
         self.last_context = self.fit(merge_turns(self.messages))
-        reply = self.translator.translate([self.last_context], **self.options)[0]
+        options = dict(self.options)
+        if options.get("seed") is not None:  # repeatable, but each reply draws its own random numbers
+            options["seed"] = int(options["seed"]) + self.replies
+        reply = self.translator.translate([self.last_context], **options)[0]
+        self.replies += 1
         if reply.strip():  # an empty reply is no turn: the user's next line continues theirs
             self.messages.append((MODEL, reply))
         self.say(reply)

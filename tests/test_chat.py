@@ -133,11 +133,14 @@ def test_decoding_options_reach_the_translator_and_defaults_restores_them():
     chat(
         "a\n:sampling true\n:temperature 0.7\n:top_p 0.9\nb\n:defaults\nc\n", translator, options={"seed": 3}
     )
-    assert translator.options == [
+    assert translator.options == [  # reply n of the session samples with seed + n
         {"seed": 3},
-        {"seed": 3, "sampling": True, "temperature": 0.7, "top_p": 0.9},
-        {"seed": 3},
+        {"seed": 4, "sampling": True, "temperature": 0.7, "top_p": 0.9},
+        {"seed": 5},
     ]
+    translator = FakeTranslator()
+    chat("a\n:reset\nb\n:seed none\nc\n", translator, options={"sampling": True, "seed": 3})
+    assert [o["seed"] for o in translator.options] == [3, 4, None]
 
 
 def test_help_names_the_chat_commands_and_quit_stops():
@@ -211,7 +214,7 @@ def test_cli_chat_sampling_options_reach_the_translator(model_dir, monkeypatch, 
     code, out, err = run_chat(monkeypatch, capsys, "a b c\n:temperature 2\nd e\n", str(model_dir), *args)
     assert code == 0, err
     options = {"sampling": True, "temperature": 0.5, "top_k": 3, "top_p": 0.9, "seed": 7}
-    assert [o for _, o in calls] == [options, {**options, "temperature": 2.0}]
+    assert [o for _, o in calls] == [options, {**options, "temperature": 2.0, "seed": 8}]  # seed + reply
     assert out[0] == Translator.load(model_dir).translate(["a b c"], **options)[0]  # seeded: the same
 
 
@@ -241,3 +244,46 @@ def test_a_terminal_gets_the_chat_banner_and_a_prompt(monkeypatch, tmp_path):
     lines = out.getvalue().split("\n")
     assert lines[0].startswith("dragoman chat: say something")
     assert lines[1:] == ["> hello", "> ", ""]
+
+
+def test_make_pairs_splits_by_conversation_and_merges_messages(tmp_path):
+    """examples/chitchat/make_pairs.py on a hand-made dataset.json in chitchat's format."""
+    import importlib.util
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "chitchat" / "make_pairs.py"
+    spec = importlib.util.spec_from_file_location("make_pairs", path)
+    make_pairs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_pairs)
+
+    def conversation(i: int, turns: int) -> dict:  # turn t is sent as two messages, "c{i}t{t}" and "!"
+        groups = [[{"sender": f"s{t % 2}", "text": f"c{i}t{t}"}, {"sender": f"s{t % 2}", "text": "!"}] for t in range(turns)]  # fmt: skip
+        return {"prompt": "?", "ratings": {}, "start": "", "messages": groups}
+
+    data = {f"id{i}": conversation(i, 2 + i % 3) for i in range(10)} | {"alone": conversation(99, 1)}
+    (tmp_path / "dataset.json").write_text(json.dumps(data))
+    out = tmp_path / "pairs"
+    args = [
+        str(out),
+        "--dataset",
+        str(tmp_path / "dataset.json"),
+        "--dev",
+        "2",
+        "--test",
+        "3",
+        "--turns",
+        "2",
+    ]
+    assert make_pairs.main(args) == 0
+    seen = {}
+    for split, n in (("train", 5), ("dev", 2), ("test", 3)):
+        contexts = (out / f"{split}.context").read_text().splitlines()
+        replies = (out / f"{split}.reply").read_text().splitlines()
+        ids = {reply.split("t")[0] for reply in replies}  # "c3t1 !" → "c3"
+        assert len(ids) == n and not ids & set(seen), split  # whole conversations, in one split only
+        seen |= dict.fromkeys(ids, split)
+        assert len(contexts) == len(replies) == sum(1 + int(i[1:]) % 3 for i in ids)  # turns - 1 each
+        assert all(r.endswith(" !") for r in replies)  # a speaker's two messages are one turn
+    assert "c99" not in seen  # one turn: no pair
+    c5 = (out / f"{seen['c5']}.context").read_text().splitlines()  # 4 turns: 3 pairs, contexts of ≤ 2 turns
+    assert [c for c in c5 if c.startswith("c5")] == ["c5t0 !", "c5t0 ! | c5t1 !", "c5t1 ! | c5t2 !"]
