@@ -284,20 +284,20 @@ def test_concurrent_requests_each_get_their_own_answer_and_are_merged(translator
 
 
 class Gate:
-    """Holds the model thread in the first `translate_nbest` call until `open`, so that requests sent
-    meanwhile all wait in the batcher's queue and its next gather takes them together: deterministic
-    merging. `calls` records the texts of each model call; a call containing `fail_on` raises."""
+    """A copy of `model` whose first call of `method` holds the model thread until `run` opens it, so
+    that requests sent meanwhile all wait in the batcher's queue and its next gather takes them
+    together: deterministic merging. `calls` records the texts of each model call; a call
+    containing `fail_on` raises."""
 
-    def __init__(self, translator: Translator, fail_on: str | None = None) -> None:
+    def __init__(self, model, method: str = "translate_nbest", fail_on: str | None = None) -> None:
         self.calls: list[list[str]] = []
         self.entered, self.released = threading.Event(), threading.Event()
-        # a second Translator on the same model, so the test's own translator stays as it is
-        self.translator = Translator(
-            translator.model, translator.config, translator.src_tok, translator.tgt_tok
-        )
-        original = self.translator.translate_nbest
+        # a second one on the same weights, so the test's own translator/classifier stays as it is
+        parts = (model.tokenizer, model.labels) if method == "classify" else (model.src_tok, model.tgt_tok)
+        self.model = type(model)(model.model, model.config, *parts)
+        original = getattr(self.model, method)
 
-        def translate_nbest(texts: list[str], **options):
+        def gated(texts: list[str], **options):
             self.calls.append(list(texts))
             if len(self.calls) == 1:
                 self.entered.set()
@@ -306,16 +306,21 @@ class Gate:
                 raise RuntimeError(f"the model cannot translate {fail_on!r}")
             return original(texts, **options)
 
-        self.translator.translate_nbest = translate_nbest
+        setattr(self.model, method, gated)
 
-    def run(self, client: TestClient, bodies: list[dict], queued: int) -> list[httpx.Response]:
-        """Post the gate's request, then `bodies` at once; open when `queued` of them wait."""
+    def run(
+        self, client: TestClient, bodies: list[dict], queued: int | None = None, path: str = "/v1/translate"
+    ) -> list[httpx.Response]:
+        """Post a first request to `path`, then `bodies` at once; open when `queued` of them (default:
+        all) wait."""
         batcher = client.app.state.batcher
+        first_body = {"prompts": ["a"]} if path == "/v1/generate" else {"texts": ["a"]}
+        queued = len(bodies) if queued is None else queued
         with threads(len(bodies) + 1) as pool:
-            first = pool.submit(client.post, "/v1/translate", json={"texts": ["a"]})
+            first = pool.submit(client.post, path, json=first_body)
             try:
                 assert self.entered.wait(30)
-                futures = [pool.submit(client.post, "/v1/translate", json=body) for body in bodies]
+                futures = [pool.submit(client.post, path, json=body) for body in bodies]
                 deadline = time.monotonic() + 30
                 while batcher.requests < 1 + queued:
                     assert time.monotonic() < deadline, "the requests never reached the batcher"
@@ -330,7 +335,7 @@ class Gate:
 def test_waiting_requests_become_one_model_call(translator, max_batch_tokens, merged):
     texts = distinct_texts(10, seed=2)
     gate = Gate(translator)
-    with serving(gate.translator, max_wait_ms=0, max_batch_tokens=max_batch_tokens) as client:
+    with serving(gate.model, max_wait_ms=0, max_batch_tokens=max_batch_tokens) as client:
         responses = gate.run(client, [{"texts": [text]} for text in texts], queued=len(texts))
         health = client.get("/health").json()
     assert [texts_of(r) for r in responses] == [[t] for t in translator.translate(texts)]
@@ -346,7 +351,7 @@ def test_requests_with_different_options_in_one_window(translator):
     sampling = {"sampling": True, "temperature": 3.0, "seed": 7}
     bodies += [{"texts": [t], **sampling} for t in sampled]
     gate = Gate(translator)
-    with serving(gate.translator, max_wait_ms=0) as client:
+    with serving(gate.model, max_wait_ms=0) as client:
         responses = gate.run(client, bodies, queued=len(bodies))
         health = client.get("/health").json()
     # one call for the gate, one per set of options, and one per seeded sampling request
@@ -375,7 +380,7 @@ def test_a_refused_request_does_not_disturb_the_others(translator):
         [{"texts": [t]} for t in texts[:3]] + [{"texts": ["a"] * 5}] + [{"texts": [t]} for t in texts[3:]]
     )
     gate = Gate(translator)
-    with serving(gate.translator, max_wait_ms=0, max_texts=4) as client:
+    with serving(gate.model, max_wait_ms=0, max_texts=4) as client:
         responses = gate.run(client, bodies, queued=len(texts))
         health = client.get("/health").json()
     assert_error(responses.pop(3), 413, "limit", "max_texts")
@@ -387,7 +392,7 @@ def test_a_failing_request_fails_alone_in_a_merged_batch(translator):
     texts, culprit = distinct_texts(6, seed=4), "h h h h"
     bodies = [{"texts": [t]} for t in texts] + [{"texts": ["a b", culprit]}]
     gate = Gate(translator, fail_on=culprit)
-    with serving(gate.translator, max_wait_ms=0) as client:
+    with serving(gate.model, max_wait_ms=0) as client:
         responses = gate.run(client, bodies, queued=len(bodies))
         health = client.get("/health").json()
     assert responses.pop().status_code == 500

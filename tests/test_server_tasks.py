@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from conftest import tiny_config, write_copy_task
 from dragoman.classify import TextClassifier
@@ -21,7 +18,7 @@ from dragoman.config import parse_config
 from dragoman.server import ENDPOINTS, load
 from dragoman.train import train
 from dragoman.translator import Translator
-from tests.test_server import assert_error, free_port, serving, threads, wait_until_up
+from tests.test_server import Gate, assert_error, free_port, serving, wait_until_up
 from tests.test_tasks import classify_config, lm_config
 
 TEXTS = ["a a a", "d b b e b", "c c c", "", "h c c c"]
@@ -161,51 +158,11 @@ def test_seeded_sampling_is_reproducible(generator):
 # --- dynamic batching ------------------------------------------------------------------------------
 
 
-class Gate:
-    """A copy of `model` whose first call of `method` holds the model thread until the requests sent
-    meanwhile all wait in the batcher's queue; the next gather then takes them together. `calls`
-    records the texts of each model call."""
-
-    def __init__(self, model: Translator | TextClassifier, method: str) -> None:
-        self.calls: list[list[str]] = []
-        self.entered, self.released = threading.Event(), threading.Event()
-        parts = (model.tokenizer, model.labels) if method == "classify" else (model.src_tok, model.tgt_tok)
-        self.model = type(model)(model.model, model.config, *parts)
-        original = getattr(self.model, method)
-
-        def gated(texts: list[str], **options):
-            self.calls.append(list(texts))
-            if len(self.calls) == 1:
-                self.entered.set()
-                assert self.released.wait(30)
-            return original(texts, **options)
-
-        setattr(self.model, method, gated)
-
-    def run(self, client: TestClient, path: str, bodies: list[dict]) -> list[httpx.Response]:
-        """Post a first request to `path`, then `bodies` at once; open when all of them wait."""
-        batcher = client.app.state.batcher
-        first_body = {"prompts": ["a"]} if path == "/v1/generate" else {"texts": ["a"]}
-        with threads(len(bodies) + 1) as pool:
-            first = pool.submit(client.post, path, json=first_body)
-            try:
-                assert self.entered.wait(30)
-                futures = [pool.submit(client.post, path, json=body) for body in bodies]
-                deadline = time.monotonic() + 30
-                while batcher.requests < 1 + len(bodies):
-                    assert time.monotonic() < deadline, "the requests never reached the batcher"
-                    time.sleep(0.005)
-            finally:
-                self.released.set()
-            assert first.result(timeout=60).status_code == 200
-            return [future.result(timeout=60) for future in futures]
-
-
 def test_concurrent_classify_requests_become_one_model_call(classifier):
     texts = ["a a a", "b d b b", "c c e c", "a h a a", "b b b", "c c c d"]
     gate = Gate(classifier, "classify")
     with serving(gate.model, max_wait_ms=0) as client:
-        responses = gate.run(client, "/v1/classify", [{"texts": [t], "all": True} for t in texts])
+        responses = gate.run(client, [{"texts": [t], "all": True} for t in texts], path="/v1/classify")
         health = client.get("/health").json()
     assert health["batches"] == 2 and sorted(gate.calls[1]) == sorted(texts)
     for response, text in zip(responses, texts, strict=True):
@@ -223,7 +180,7 @@ def test_concurrent_generate_requests_are_merged_by_options(generator):
     bodies += [{"prompts": [p], **sampling} for p in sampled]
     gate = Gate(generator, "translate_nbest")
     with serving(gate.model, max_wait_ms=0) as client:
-        responses = gate.run(client, "/v1/generate", bodies)
+        responses = gate.run(client, bodies, path="/v1/generate")
         health = client.get("/health").json()
     # one call for the gate, one per set of options, one per seeded sampling request
     assert health["batches"] == 1 + 3 + len(sampled)
