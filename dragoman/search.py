@@ -147,7 +147,7 @@ def beam_search(
     """
     B, K = max_len.numel(), beam
     device = max_len.device
-    state = state.select(torch.arange(B, device=device).repeat_interleave(K))  # (B·K) rows
+    state = state.expand(K)  # (B·K) rows
     active = torch.arange(B, device=device)
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: let only the first one expand

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,8 +78,24 @@ def override(decode: DecodeConfig, **options) -> DecodeConfig:
         raise DragomanError(f"invalid decoding option: {where + ': ' if where else ''}{message}") from None
 
 
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def lower_precision(model: nn.Module, precision: str) -> nn.Module:
+    """A model for inference in `precision`: fp32 as it is; bf16 with every weight in bfloat16
+    (fast on CPUs with avx512_bf16 or AMX, and on GPUs); int8 with every nn.Linear dynamically
+    quantized (int8 weights, activations quantized per batch; CPU only)."""
+    if precision == "bf16":
+        return model.to(torch.bfloat16)
+    if precision == "int8":
+        with warnings.catch_warnings():  # torch.ao is deprecated in favour of torchao, but works
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    return model
+
+
 def load_model(
-    model_dir: str | Path, checkpoint: str = "best", device: str = "cpu"
+    model_dir: str | Path, checkpoint: str = "best", device: str = "cpu", precision: str = "fp32"
 ) -> tuple[nn.Module, Config, Tokenizer, Tokenizer]:
     """The model of a model directory with its config and tokenizers, in eval mode."""
     model_dir = Path(model_dir)
@@ -95,7 +112,9 @@ def load_model(
     if checkpoint == "last" or not weights.exists():
         weights = last_checkpoint(model_dir) / "model.safetensors"
     load_weights(model, weights)
-    return model.to(device).eval(), config, src_tok, tgt_tok
+    if precision == "int8" and device != "cpu":
+        raise DragomanError("int8 (dynamic quantization) runs on the CPU", fix="use --precision bf16 on a GPU")
+    return lower_precision(model.to(device).eval(), precision), config, src_tok, tgt_tok
 
 
 class Translator:
@@ -113,8 +132,10 @@ class Translator:
         self.lm = config.task == "lm"
 
     @classmethod
-    def load(cls, model_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> Translator:
-        return cls(*load_model(model_dir, checkpoint, device))
+    def load(
+        cls, model_dir: str | Path, checkpoint: str = "best", device: str = "cpu", precision: str = "fp32"
+    ) -> Translator:
+        return cls(*load_model(model_dir, checkpoint, device, precision))
 
     def translate(self, texts: list[str], **options) -> list[str]:
         """One translation per text; `options` override the config's decode section."""

@@ -32,6 +32,9 @@ class TableState:
     def select(self, index: torch.Tensor) -> TableState:
         return TableState([self.prefixes[i] for i in index.tolist()])
 
+    def expand(self, beams: int) -> TableState:
+        return TableState([p for p in self.prefixes for _ in range(beams)])
+
 
 class TableModel:
     """A 'model' whose next-token distribution is `table(prefix)`."""

@@ -3,7 +3,12 @@
     memory = model.encode(src)             # source ids (B, S) → Memory
     state = model.init_state(memory)       # decoder state for B rows
     logits, state = model.step(tokens, state)   # tokens (B,) → logits (B, V), next state
-    state = state.select(index)            # keep/reorder/repeat rows: beams, finished sentences
+    state = state.select(index)            # keep/reorder rows: drop finished sentences
+    state = state.expand(K)                # each row K times in a row: the beams of beam search
+
+After `expand(K)`, `select` takes whole groups of K rows (one sentence's beams, in any order
+within the group) in sentence order, so a state may keep what a sentence's beams share (the
+Transformer's encoder memory) once per sentence.
 
 An RNN decoder carries its hidden state in the same way. A decoder-only language model
 (models/lm.py) has no memory: `state, start = model.prefill(prompt)` runs the prompt instead, and
@@ -15,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import torch
 from torch import Tensor
 
 
@@ -31,9 +37,18 @@ class Memory:
     final: tuple[Tensor, ...] | None = None
 
 
+def repeat_rows(rows: Tensor, beams: int) -> Tensor:
+    """The index that repeats each row of `rows` (dim 0) `beams` times: 0 0 0 1 1 1 …"""
+    return torch.arange(rows.size(0), device=rows.device).repeat_interleave(beams)
+
+
 class DecoderState(Protocol):
     def select(self, index: Tensor) -> DecoderState:
         """Rows `index` (1-D LongTensor) of every cached tensor, in that order."""
+        ...
+
+    def expand(self, beams: int) -> DecoderState:
+        """Each row repeated `beams` times, consecutively."""
         ...
 
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from dragoman.data.tokenizers import BOS
 from dragoman.models.base import Memory
-from dragoman.models.layers import TokenEmbedding, pool
+from dragoman.models.layers import Dropout, TokenEmbedding, pool
 
 
 class EncoderClassifier(nn.Module):
@@ -33,7 +33,7 @@ class EncoderClassifier(nn.Module):
         self.src_embed = src_embed  # the encoder's, named for pretrained vectors
         self.encoder = encoder
         self.pooling = pooling
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, classes))
+        self.head = nn.Sequential(Dropout(dropout), nn.Linear(width, classes))
 
     def encode(self, src: Tensor) -> Memory:
         """src (B, S) token ids, PAD-padded → the encoder's Memory over BOS + src."""

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from dragoman.data.tokenizers import PAD
 from dragoman.models.base import Memory
-from dragoman.models.layers import PositionalEmbedding, TokenEmbedding
+from dragoman.models.layers import Dropout, PositionalEmbedding, TokenEmbedding
 
 
 class ConvEncoder(nn.Module):
@@ -34,7 +34,7 @@ class ConvEncoder(nn.Module):
         self.convolutions = nn.ModuleList(
             nn.Conv1d(channels, 2 * channels, kernel_size, padding=kernel_size // 2) for _ in range(layers)
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, src: Tensor) -> Memory:
         """src (B, S) → Memory with states (B, S, C); no final state (the bridge pools the states)."""

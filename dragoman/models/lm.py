@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from dragoman.data.tokenizers import PAD
+from dragoman.models.base import repeat_rows
 from dragoman.models.layers import KV, PositionalEmbedding, TokenEmbedding
 from dragoman.models.transformer import EncoderLayer
 
@@ -30,6 +31,9 @@ class LMState:
 
     def select(self, index: Tensor) -> LMState:
         return LMState([kv.select(index) for kv in self.cache], self.position)
+
+    def expand(self, beams: int) -> LMState:
+        return self.select(repeat_rows(self.cache[0].key, beams))
 
 
 class LanguageModel(nn.Module):

@@ -25,8 +25,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from dragoman.data.tokenizers import PAD
 from dragoman.models.attention import BahdanauAttention, build_attention
-from dragoman.models.base import Memory
-from dragoman.models.layers import TokenEmbedding
+from dragoman.models.base import Memory, repeat_rows
+from dragoman.models.layers import Dropout, TokenEmbedding
 
 RNNS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -61,7 +61,7 @@ class RNNEncoder(nn.Module):
             dropout=dropout if layers > 1 else 0.0,
             bidirectional=bidirectional,
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.reverse_source = reverse_source
 
     def forward(self, src: Tensor) -> Memory:
@@ -146,6 +146,9 @@ class RNNState:
             self.mask.index_select(0, index),
         )
 
+    def expand(self, beams: int) -> RNNState:
+        return self.select(repeat_rows(self.memory, beams))
+
 
 class RNNDecoder(nn.Module):
     def __init__(
@@ -176,7 +179,7 @@ class RNNDecoder(nn.Module):
         )
         self.bridge = Bridge(bridge, memory_dim, hidden, layers, lstm=kind == "lstm")
         self.combine = None if self.attention is None else nn.Linear(hidden + memory_dim, E)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.output = nn.Linear(out_dim, vocab, bias=False)
         if tie_output:
             if out_dim != E:

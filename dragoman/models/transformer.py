@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from dragoman.data.tokenizers import PAD
-from dragoman.models.base import Memory
+from dragoman.models.base import Memory, repeat_rows
 from dragoman.models.layers import (
     KV,
     Block,
@@ -87,9 +87,17 @@ class DecoderLayer(Block):
         )
         x = self.sub_out(x, attended, self.norm1)
         h = self.sub_in(x, self.norm2)
-        x = self.sub_out(x, self.cross_attention(h, memory.key, memory.value, memory_mask), self.norm2)
+        x = self.sub_out(x, self.attend_memory(h, memory, memory_mask), self.norm2)
         x = self.sub_out(x, self.feed_forward(self.sub_in(x, self.norm3)), self.norm3)
         return x, kv
+
+    def attend_memory(self, h: Tensor, memory: KV, mask: Tensor) -> Tensor:
+        """Cross-attention; when beam search keeps one memory row for the K beams of a sentence,
+        the K rows of h attend to it together, as K query positions of one row."""
+        B, T, D = h.shape
+        rows = memory.key.size(0)
+        out = self.cross_attention(h.reshape(rows, B // rows * T, D), memory.key, memory.value, mask)
+        return out.reshape(B, T, D)
 
 
 @dataclass
@@ -101,13 +109,20 @@ class TransformerState:
     cache: list[KV]
     position: int  # how many target tokens were fed so far
 
+    beams: int = 1  # rows per memory row: beam search keeps the memory once per sentence
+
     def select(self, index: Tensor) -> TransformerState:
-        return TransformerState(
-            [kv.select(index) for kv in self.memory],
-            self.memory_mask.index_select(0, index),
-            [kv.select(index) for kv in self.cache],
-            self.position,
-        )
+        memory, mask = self.memory, self.memory_mask
+        sentences = index[:: self.beams] // self.beams
+        if self.beams == 1 or sentences.numel() != mask.size(0):  # beams only reordered: keep it
+            memory = [kv.select(sentences) for kv in memory]
+            mask = mask.index_select(0, sentences)
+        cache = [kv.select(index) for kv in self.cache]
+        return TransformerState(memory, mask, cache, self.position, self.beams)
+
+    def expand(self, beams: int) -> TransformerState:
+        cache = [kv.select(repeat_rows(kv.key, beams)) for kv in self.cache]
+        return TransformerState(self.memory, self.memory_mask, cache, self.position, self.beams * beams)
 
 
 class TransformerEncoder(nn.Module):
@@ -248,4 +263,6 @@ class Transformer(nn.Module):
             x, new = layer(x, kv, state.memory_mask, past)
             cache.append(new)
         logits = self.output(self.dec_norm(x[:, 0]))  # (B, V)
-        return logits, TransformerState(state.memory, state.memory_mask, cache, state.position + 1)
+        return logits, TransformerState(
+            state.memory, state.memory_mask, cache, state.position + 1, state.beams
+        )
