@@ -42,6 +42,13 @@ def repeat_rows(rows: Tensor, beams: int) -> Tensor:
     return torch.arange(rows.size(0), device=rows.device).repeat_interleave(beams)
 
 
+def memory_rows(index: Tensor, beams: int, rows: int) -> Tensor | None:
+    """Which memory rows the state rows `index` need when each memory row serves `beams` rows;
+    None when they are the `rows` memory rows as they are (only beams were reordered)."""
+    sentences = index[::beams] // beams
+    return None if beams > 1 and sentences.numel() == rows else sentences
+
+
 class DecoderState(Protocol):
     def select(self, index: Tensor) -> DecoderState:
         """Rows `index` (1-D LongTensor) of every cached tensor, in that order."""

@@ -25,7 +25,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from dragoman.data.tokenizers import PAD
 from dragoman.models.attention import BahdanauAttention, build_attention
-from dragoman.models.base import Memory, repeat_rows
+from dragoman.models.base import Memory, memory_rows, repeat_rows
 from dragoman.models.layers import Dropout, TokenEmbedding
 
 RNNS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -133,21 +133,25 @@ class RNNState:
     memory: Tensor  # (B, S, Dm)
     keys: Tensor  # (B, S, ·) the memory projected for attention
     mask: Tensor  # (B, S)
+    beams: int = 1  # rows per memory row: beam search keeps the memory once per sentence
 
     def select(self, index: Tensor) -> RNNState:
-        memory = self.memory.index_select(0, index)
-        # No attention and luong_dot use the memory itself as keys: copy it once per step, not twice.
-        keys = memory if self.keys is self.memory else self.keys.index_select(0, index)
-        return RNNState(
-            tuple(h.index_select(1, index) for h in self.hidden),
-            None if self.feed is None else self.feed.index_select(0, index),
-            memory,
-            keys,
-            self.mask.index_select(0, index),
-        )
+        memory, keys, mask = self.memory, self.keys, self.mask
+        sentences = memory_rows(index, self.beams, mask.size(0))
+        if sentences is not None:
+            memory = self.memory.index_select(0, sentences)
+            # No attention and luong_dot use the memory itself as keys: copy it once, not twice.
+            keys = memory if self.keys is self.memory else self.keys.index_select(0, sentences)
+            mask = self.mask.index_select(0, sentences)
+        hidden = tuple(h.index_select(1, index) for h in self.hidden)
+        feed = None if self.feed is None else self.feed.index_select(0, index)
+        return RNNState(hidden, feed, memory, keys, mask, self.beams)
 
     def expand(self, beams: int) -> RNNState:
-        return self.select(repeat_rows(self.memory, beams))
+        index = repeat_rows(self.hidden[0][0], beams)
+        hidden = tuple(h.index_select(1, index) for h in self.hidden)
+        feed = None if self.feed is None else self.feed.index_select(0, index)
+        return RNNState(hidden, feed, self.memory, self.keys, self.mask, self.beams * beams)
 
 
 class RNNDecoder(nn.Module):
@@ -204,7 +208,7 @@ class RNNDecoder(nn.Module):
         inputs = [x]
         if self.feeds_context:
             query = state.hidden[0][-1][:, None, :]  # (B, 1, Hd) the top layer's h_{t-1}
-            context, weights = self.attention(query, state.keys, state.memory, state.mask)
+            context, weights = self._attend(query, state)
             inputs.append(context)
         if self.input_feeding:
             inputs.append(state.feed[:, None, :])
@@ -214,10 +218,20 @@ class RNNDecoder(nn.Module):
             o = out
         else:
             if not self.feeds_context:
-                context, weights = self.attention(out, state.keys, state.memory, state.mask)
+                context, weights = self._attend(out, state)
             o = self.combine(torch.cat([out, context], dim=-1)).tanh()  # (B, T, E)
         feed = o[:, -1] if self.input_feeding else None
-        return o, RNNState(hidden, feed, state.memory, state.keys, state.mask), weights
+        return o, RNNState(hidden, feed, state.memory, state.keys, state.mask, state.beams), weights
+
+    def _attend(self, query: Tensor, state: RNNState) -> tuple[Tensor, Tensor]:
+        """Attention over the memory; when beam search keeps one memory row for the K beams of a
+        sentence, the K rows of the query attend to it together, as K steps of one row."""
+        B, T, _ = query.shape
+        rows = state.memory.size(0)
+        context, weights = self.attention(
+            query.reshape(rows, B // rows * T, -1), state.keys, state.memory, state.mask
+        )
+        return context.reshape(B, T, -1), weights.reshape(B, T, -1)
 
     def step(self, tokens: Tensor, state: RNNState) -> tuple[Tensor, RNNState]:
         """tokens (B,) → logits (B, V), next state."""

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from dragoman.data.tokenizers import PAD
-from dragoman.models.base import Memory, repeat_rows
+from dragoman.models.base import Memory, memory_rows, repeat_rows
 from dragoman.models.layers import (
     KV,
     Block,
@@ -113,8 +113,8 @@ class TransformerState:
 
     def select(self, index: Tensor) -> TransformerState:
         memory, mask = self.memory, self.memory_mask
-        sentences = index[:: self.beams] // self.beams
-        if self.beams == 1 or sentences.numel() != mask.size(0):  # beams only reordered: keep it
+        sentences = memory_rows(index, self.beams, mask.size(0))
+        if sentences is not None:
             memory = [kv.select(sentences) for kv in memory]
             mask = mask.index_select(0, sentences)
         cache = [kv.select(index) for kv in self.cache]
