@@ -66,7 +66,11 @@ def _unique(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
-    save_tensors(path, _unique(model.state_dict()), {"format": "dragoman"})
+    write_weights(model.state_dict(), path)
+
+
+def write_weights(weights: dict[str, Tensor], path: Path) -> None:
+    save_tensors(path, _unique(weights), {"format": "dragoman"})
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
@@ -117,13 +121,26 @@ def save_checkpoint(
     keep_last: int = 1,
 ) -> Path:
     """Write checkpoints/step-N/ completely, then point last.json at it; prune older ones."""
+    states = model.state_dict(), optimizer.state_dict(), scheduler.state_dict()
+    return write_checkpoint(model_dir, *states, progress, keep_last)
+
+
+def write_checkpoint(
+    model_dir: Path,
+    weights: dict[str, Tensor],
+    optimizer: dict[str, Any],
+    scheduler: dict[str, Any],
+    progress: dict[str, Any],
+    keep_last: int = 1,
+) -> Path:
+    """`save_checkpoint` from the state dicts (those of a model trained in shards, made whole)."""
     root = model_dir / "checkpoints"
     final = root / f"step-{progress['step']:08d}"
     tmp = root / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_weights(model, tmp / "model.safetensors")
-    tensors, optimizer_json = _split_optimizer(optimizer.state_dict())
+    write_weights(weights, tmp / "model.safetensors")
+    tensors, optimizer_json = _split_optimizer(optimizer)
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for i, rng in enumerate(torch.cuda.get_rng_state_all()):
@@ -132,7 +149,7 @@ def save_checkpoint(
     trainer = {
         "progress": progress,
         "optimizer": optimizer_json,
-        "scheduler": scheduler.state_dict(),
+        "scheduler": scheduler,
     }
     atomic_write_text(tmp / "trainer.json", json.dumps(trainer))
     shutil.rmtree(final, ignore_errors=True)
@@ -167,6 +184,11 @@ def load_checkpoint(
     """Restore model, optimizer, scheduler and RNG state in place; return the saved progress."""
     path = last_checkpoint(model_dir)
     load_weights(model, path / "model.safetensors")
+    return load_trainer(path, optimizer, scheduler)
+
+
+def load_trainer(path: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+    """Restore optimizer, scheduler and RNG state from checkpoint `path`; return the saved progress."""
     tensors, _ = load_tensors(path / "trainer.safetensors")
     try:
         trainer = json.loads((path / "trainer.json").read_text())

@@ -2,7 +2,8 @@
 
 dragoman quickstart                 make a toy task, train, translate, score (a few minutes)
 dragoman prepare CONFIG             check text files, train tokenizers, store token ids
-dragoman train CONFIG [--resume]    train (prepares first when needed)
+dragoman train CONFIG [--resume]    train (prepares first when needed); on N processes:
+                                    torchrun --nproc_per_node=N -m dragoman train CONFIG
 dragoman translate MODEL_DIR        stdin/file → stdout/file, greedy, beam or sampling
 dragoman classify MODEL_DIR         label and probability per line (task: classify)
 dragoman generate MODEL_DIR         continue --prompt with a language model (task: lm)
@@ -62,6 +63,12 @@ def _add_decode_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--top-p", type=float)
     group.add_argument("--seed", type=int)
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "int8"],
+        default="fp32",
+        help="bf16: bfloat16 weights; int8: dynamically quantized linear layers (CPU)",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -109,17 +116,19 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from dragoman import distributed
     from dragoman.config import load_config
     from dragoman.train import train
 
     model_dir = train(load_config(args.config), resume=args.resume)
-    print(f"model saved in {model_dir}")
+    if distributed.is_main():  # under torchrun, once
+        print(f"model saved in {model_dir}")
 
 
 def cmd_translate(args: argparse.Namespace) -> None:
     from dragoman.translator import Translator
 
-    translator = Translator.load(args.model_dir, args.checkpoint)
+    translator = Translator.load(args.model_dir, args.checkpoint, precision=args.precision)
     options = _decode_options(args)
     if args.interactive:
         from dragoman.interactive import Session
@@ -156,7 +165,7 @@ def _model_outputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     from dragoman.data.text import read_lines
     from dragoman.translator import Translator
 
-    translator = Translator.load(args.model_dir, args.checkpoint)
+    translator = Translator.load(args.model_dir, args.checkpoint, precision=args.precision)
     sources = read_lines(Path(args.src))
     max_len = translator.config.data.max_len
     long = sum(len(ids) > max_len for ids in translator.src_tok.encode_batch(sources))
@@ -363,7 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("train", help="train a model from a YAML config")
+    p = sub.add_parser(
+        "train",
+        help="train a model from a YAML config",
+        epilog="several processes: torchrun --nproc_per_node=N -m dragoman train CONFIG (docs/distributed.md)",
+    )
     p.add_argument("config")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.set_defaults(func=cmd_train)

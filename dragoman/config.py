@@ -272,7 +272,18 @@ class TrainConfig(Section):
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     keep_last: int = Field(1, ge=1, description="checkpoints kept besides the best weights")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="bf16: autocast matmuls to bfloat16 (weights, optimizer and loss stay float32); "
+        "fast on GPUs and on CPUs with avx512_bf16 or AMX",
+    )
+    compile: bool = Field(False, description="torch.compile the model (slow first steps, then faster)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    distributed: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="under torchrun: ddp (a whole model per process) or fsdp (each process holds "
+        "1/N of the weights, gradients and optimizer state: for models too big for one device)",
+    )
 
     @model_validator(mode="after")
     def _has_an_end(self) -> TrainConfig:

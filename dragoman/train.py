@@ -6,6 +6,9 @@ A run is described by its `Progress` (step, epoch, position in the epoch, early-
 saved with every checkpoint together with the model, optimizer, scheduler and RNG state, so
 `--resume` continues exactly where the last checkpoint left off: the batch order of every epoch is
 a function of (seed, epoch), and nothing else carries state between steps.
+
+Under torchrun the same loop runs in every process, each on its share of every epoch's batches;
+`dragoman/distributed.py` holds what differs: averaged gradients, rank 0's files and decisions.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from dragoman.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from dragoman import distributed
+from dragoman.checkpoint import last_checkpoint, load_trainer, load_weights, write_checkpoint, write_weights
 from dragoman.config import METRICS, Config, dump_config
 from dragoman.data.batches import Batch, Batches
 from dragoman.data.prepare import load_batches, load_tokenizers, prepare
@@ -134,15 +138,28 @@ def _finished(progress: Progress, config: Config) -> bool:
     )
 
 
+def autocast(config: Config, device: torch.device) -> torch.autocast:
+    """bf16 mixed precision when `train.precision` asks for it (a no-op context otherwise)."""
+    bf16 = config.train.precision == "bf16"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
 def train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, batches: list[Batch], config: Config
 ) -> float:
-    """One optimizer step over `batches` (gradient accumulation); returns the loss per token."""
-    tokens = sum(b.tgt_tokens for b in batches)
+    """One optimizer step over `batches` (gradient accumulation); returns the loss per token.
+
+    Under torchrun each rank divides its summed loss by the mean token count of the ranks: DDP then
+    averages the gradients, so the step is the gradient of the loss summed over every rank's tokens
+    divided by their total, as in one process taking all the ranks' batches at once. The loss
+    returned is this rank's share; its mean over the ranks is the loss per token."""
+    tokens = distributed.mean(sum(b.tgt_tokens for b in batches))
     total = 0.0
-    for batch in batches:
-        loss = batch_loss(predict(model, batch), batch, config.train.label_smoothing) / tokens
-        loss.backward()
+    for i, batch in enumerate(batches):
+        with distributed.syncing(model, last=i == len(batches) - 1):
+            with autocast(config, batch.tgt_out.device):
+                loss = batch_loss(predict(model, batch), batch, config.train.label_smoothing) / tokens
+            loss.backward()
         total += loss.item()
     if config.train.l1 > 0:  # Σ|w| over weight matrices (not biases, norms or frozen vectors)
         weights = [p for p in model.parameters() if p.dim() > 1 and p.requires_grad]
@@ -227,7 +244,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     progress: Progress
-    metrics: MetricsLog
+    metrics: MetricsLog | None  # rank 0's alone under torchrun
     translator: Translator | None  # seq2seq: decodes the dev set for BLEU
     device: torch.device
 
@@ -238,23 +255,32 @@ class Run:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        device = _device(cfg.device)
-        prepare(config)
-        atomic_write_text(model_dir / "config.yaml", dump_config(config))
+        device = distributed.start(_device(cfg.device))  # under torchrun: join the other ranks
+        distributed.main_first(lambda: prepare(config))  # the others wait, then read what it wrote
+        if distributed.is_main():
+            atomic_write_text(model_dir / "config.yaml", dump_config(config))
         src_tok, tgt_tok = load_tokenizers(model_dir, config)
         model = build_model(config.model, src_tok.vocab_size, tgt_tok.vocab_size, config.task).to(device)
         _pretrained_embeddings(model, config, (src_tok, tgt_tok), fresh=not resume)
+        saved = last_checkpoint(model_dir) if resume else None
+        if saved:  # into the whole model, before FSDP cuts it into shards
+            load_weights(model, saved / "model.safetensors")
+        if cfg.compile:  # torch.compile the forward pass: slow first steps (per shape), faster later
+            model.compile(dynamic=True)
+        model = distributed.wrap(model, cfg.distributed, device)  # under torchrun: DDP or FSDP
         optimizer = build_optimizer(model.parameters(), cfg.optimizer)
         mode = "max" if HIGHER_IS_BETTER[cfg.early_stopping.metric] else "min"
         scheduler = build_scheduler(optimizer, cfg.schedule, cfg.max_steps, mode)
         progress = Progress()
-        if resume:
-            progress = Progress(**load_checkpoint(model_dir, model, optimizer, scheduler))
+        if saved:
+            progress = Progress(**load_trainer(saved, optimizer, scheduler))
             log.info(
                 "resumed from step %d (epoch %d, batch %d)", progress.step, progress.epoch, progress.batch
             )
-        metrics = MetricsLog(model_dir, progress.step if resume else None)
-        translator = Translator(model, config, src_tok, tgt_tok) if config.task == "seq2seq" else None
+        distributed.fit_optimizer(optimizer)  # FSDP: to its shards
+        metrics = MetricsLog(model_dir, progress.step if resume else None) if distributed.is_main() else None
+        plain = distributed.unwrap(model)  # without DDP's wrapper: decoding syncs no gradients
+        translator = Translator(plain, config, src_tok, tgt_tok) if config.task == "seq2seq" else None
         return cls(config, model, optimizer, scheduler, progress, metrics, translator, device)
 
     @property
@@ -266,30 +292,42 @@ class Run:
         return isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
     def checkpoint(self) -> None:
-        save_checkpoint(
-            self.model_dir,
-            self.model,
-            self.optimizer,
-            self.scheduler,
-            asdict(self.progress),
-            self.config.train.keep_last,
-        )
+        # every rank takes part (FSDP gathers the shards of each tensor); rank 0 writes
+        weights, optimizer = distributed.weights(self.model), distributed.optimizer_state(self.optimizer)
+        if distributed.is_main():
+            write_checkpoint(
+                self.model_dir,
+                weights,
+                optimizer,
+                self.scheduler.state_dict(),
+                asdict(self.progress),
+                self.config.train.keep_last,
+            )
+
+    def keep_weights(self) -> None:
+        """The current weights as the model's best, model.safetensors (every rank takes part)."""
+        weights = distributed.weights(self.model)
+        if distributed.is_main():
+            write_weights(weights, self.model_dir / "model.safetensors")
 
 
 def validate_and_keep_best(run: Run, dev: Batches | None, dev_texts) -> str:
     """Score the dev set, keep the best weights, count validations without improvement."""
     cfg, progress = run.config.train, run.progress
     if dev is None:  # nothing to choose by: the newest weights are the best
-        save_weights(run.model, run.model_dir / "model.safetensors")
+        run.keep_weights()
         return f"step {progress.step}: no dev set, weights saved"
     metric = cfg.early_stopping.metric
-    scores = validate(run.model, run.translator, dev, dev_texts, run.device, cfg.dev_beam)
-    run.metrics.write("valid", progress.step, **scores)
+    with distributed.whole(run.model) as model:  # every rank validates (FSDP needs them all)
+        scores = validate(model, run.translator, dev, dev_texts, run.device, cfg.dev_beam)
+    scores = distributed.agree(scores)  # rank 0's: every rank takes the same decisions below
+    if run.metrics:
+        run.metrics.write("valid", progress.step, **scores)
     if run.plateau:
         run.scheduler.step(scores[metric])
     if _improved(scores[metric], progress, metric):
         progress.best, progress.bad_validations = scores[metric], 0
-        save_weights(run.model, run.model_dir / "model.safetensors")
+        run.keep_weights()
     else:
         progress.bad_validations += 1
         patience = cfg.early_stopping.patience
@@ -313,13 +351,20 @@ def train(config: Config, resume: bool = False) -> Path:
     log.info("%s: %.2fM parameters, %d training %s, %s", name, n_params, len(data), examples, run.device)
 
     run.model.train()
-    epoch = data.epoch(progress.epoch)
-    bar = tqdm(total=cfg.max_steps, initial=progress.step, unit="step", dynamic_ncols=True, mininterval=1.0)
+    epoch = distributed.shard(data.epoch(progress.epoch))  # under torchrun, this rank's batches
+    bar = tqdm(
+        total=cfg.max_steps,
+        initial=progress.step,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=1.0,
+        disable=not distributed.is_main(),
+    )
     window_tokens, window_start = 0, time.perf_counter()
     while not _finished(progress, config):
         if progress.batch >= len(epoch):  # next epoch, in a new seeded order
             progress.epoch, progress.batch = progress.epoch + 1, 0
-            epoch = data.epoch(progress.epoch)
+            epoch = distributed.shard(data.epoch(progress.epoch))
             continue
         started = time.perf_counter()
         group = [
@@ -330,16 +375,19 @@ def train(config: Config, resume: bool = False) -> Path:
         if not run.plateau:
             run.scheduler.step()
         progress.step += 1
-        progress.seconds += time.perf_counter() - started
+        # the slowest rank's time, so that train.max_minutes ends every rank after the same step
+        progress.seconds += distributed.most(time.perf_counter() - started)
         window_tokens += sum(b.src_tokens + b.tgt_tokens for b in group)
 
         if progress.step % cfg.log_every == 0:
+            loss = distributed.mean(loss)  # per token of all the ranks' batches
             lr = run.optimizer.param_groups[0]["lr"]
-            speed = window_tokens / (time.perf_counter() - window_start)
+            speed = distributed.total(window_tokens) / (time.perf_counter() - window_start)
             window_tokens, window_start = 0, time.perf_counter()
-            run.metrics.write(
-                "train", progress.step, loss=loss, lr=lr, tokens_per_s=speed, epoch=progress.epoch
-            )
+            if run.metrics:
+                run.metrics.write(
+                    "train", progress.step, loss=loss, lr=lr, tokens_per_s=speed, epoch=progress.epoch
+                )
             eta = {}
             if cfg.max_minutes is not None:  # tqdm's own ETA needs max_steps
                 eta["left"] = f"{max(0.0, cfg.max_minutes - progress.seconds / 60):.1f}min"
@@ -349,14 +397,20 @@ def train(config: Config, resume: bool = False) -> Path:
         bar.update(1)
 
         if progress.step % cfg.validate_every == 0 or _finished(progress, config):
-            bar.write(validate_and_keep_best(run, dev, dev_texts))
+            line = validate_and_keep_best(run, dev, dev_texts)
+            if distributed.is_main():
+                bar.write(line)
             run.checkpoint()
     bar.close()
-    run.metrics.close()
+    if run.metrics:
+        run.metrics.close()
     if progress.stopped_early:
         log.info(
             "early stopping: no %s improvement in %d validations",
             cfg.early_stopping.metric,
             progress.bad_validations,
         )
-    return run.model_dir
+    model_dir = run.model_dir
+    del run  # DDP holds the process group: it must go first (see distributed.stop)
+    distributed.stop()
+    return model_dir
