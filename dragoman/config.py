@@ -24,7 +24,7 @@ class TokenizerConfig(Section):
     kind: Literal["bpe", "unigram", "word", "char"] = "bpe"
     vocab_size: int = Field(8000, ge=8, description="including the 4 special tokens")
     min_freq: int = Field(1, ge=1, description="word/char: rarer tokens become <unk>")
-    sample_size: int = Field(1_000_000, ge=100, description="sentences the subword model is trained on")
+    sample_size: int = Field(1_000_000, ge=100, description="sentences the tokenizer is learned from")
 
 
 class DataConfig(Section):

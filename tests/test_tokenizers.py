@@ -225,3 +225,13 @@ def test_load_foreign_sentencepiece_model_is_refused(tmp_path):
     with pytest.raises(DragomanError) as caught:
         load_tokenizer(tmp_path / "tok")
     assert str(caught.value).startswith(f"{tmp_path / 'tok.spm'}: not a dragoman model")
+
+
+@pytest.mark.parametrize("kind", ["word", "char"])
+def test_word_and_char_learn_from_the_sample_too(kind):
+    texts = (f"w{i}" for i in range(5_000))  # a generator: read once, never held whole
+    tokenizer = train_tokenizer(kind, texts, 0, sample_size=100, seed=3)
+    if kind == "word":
+        assert tokenizer.vocab_size == len(SPECIALS) + 100
+    again = train_tokenizer(kind, (f"w{i}" for i in range(5_000)), 0, sample_size=100, seed=3)
+    assert again.pieces(range(again.vocab_size)) == tokenizer.pieces(range(tokenizer.vocab_size))

@@ -58,39 +58,58 @@ def pad(sequences: list[np.ndarray], prefix: int | None = None, suffix: int | No
     return torch.from_numpy(out)
 
 
-def bucket(lengths: np.ndarray, batch_tokens: int, order: np.ndarray) -> list[np.ndarray]:
-    """Cut `order` (indices sorted by length) into runs whose count × max length ≤ batch_tokens."""
-    batches, start, longest = [], 0, 0
-    for end, length in enumerate(lengths[order].tolist()):
-        longest = max(longest, length)
-        if (end - start + 1) * longest > batch_tokens and end > start:
-            batches.append(order[start:end])
-            start, longest = end, length
-    if start < len(order):
-        batches.append(order[start:])
-    return batches
+def bucket(lengths: np.ndarray, batch_tokens: int) -> np.ndarray:
+    """Where each batch starts in `lengths` (padded sizes in batch order), then len(lengths).
+
+    A batch is the longest run whose count × max length ≤ batch_tokens; an example longer than that
+    is a batch of its own. One numpy step per batch, not a Python step per example.
+    """
+    bounds, start = [0], 0
+    while start < len(lengths):
+        # count × running max only grows, and exceeds batch_tokens by count batch_tokens // first + 1
+        window = lengths[start : start + batch_tokens // max(int(lengths[start]), 1) + 1]
+        sizes = np.maximum.accumulate(window) * np.arange(1, len(window) + 1)
+        over = np.flatnonzero(sizes[1:] > batch_tokens)
+        start += int(over[0]) + 1 if len(over) else len(window)
+        bounds.append(start)
+    return np.array(bounds)
 
 
 class Batches:
     """The batches of any epoch: `epoch(e)` is a list of index arrays, `collate` makes one a Batch.
 
     `lengths` is each example's padded size; examples sort by `keys` (the first most significant).
+    The sort and the cut into batches happen once: an epoch only shuffles examples with equal keys
+    (which leaves every batch's lengths as they were) and the order of the batches. N examples
+    cost a few int32 arrays of N (lengths, the sorted order, an epoch's order), nothing per example
+    in Python.
     """
 
     def __init__(
         self, lengths: np.ndarray, keys: tuple[np.ndarray, ...], batch_tokens: int, seed: int
     ) -> None:
-        self.lengths, self.keys = lengths, keys
-        self.batch_tokens, self.seed = batch_tokens, seed
+        self.lengths, self.batch_tokens, self.seed = lengths, batch_tokens, seed
+        self.order = np.lexsort(keys[::-1]).astype(np.int32)  # stable: equal keys in index order
+        starts = np.zeros(len(self.order), dtype=bool)  # of each run of equal keys
+        starts[:1] = True
+        for key in keys:
+            key = key[self.order]
+            starts[1:] |= key[1:] != key[:-1]
+        self.runs = np.append(np.flatnonzero(starts), len(self.order))  # the run starts, then N
+        self.bounds = bucket(lengths[self.order], batch_tokens)
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        return len(self.order)
 
     def epoch(self, epoch: int, shuffle: bool = True) -> list[np.ndarray]:
-        rng = np.random.default_rng([self.seed, epoch])
-        ties = rng.random(len(self)) if shuffle else np.arange(len(self))
-        order = np.lexsort((ties, *reversed(self.keys)))
-        batches = bucket(self.lengths, self.batch_tokens, order)
+        order = self.order
+        if shuffle:
+            rng = np.random.default_rng([self.seed, epoch])
+            order = order.copy()
+            for start, end in zip(self.runs[:-1].tolist(), self.runs[1:].tolist()):
+                rng.shuffle(order[start:end])  # ties in a new order every epoch
+        bounds = self.bounds.tolist()
+        batches = [order[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
         if shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches

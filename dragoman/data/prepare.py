@@ -16,6 +16,7 @@ import io
 import itertools
 import json
 import logging
+from array import array
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -173,12 +174,12 @@ def _encode_split(
     tgt_writer = ShardWriter(out / f"{split}.tgt") if task == "seq2seq" else None
     if data.block_size is not None:
         src_writer, max_len = _Blocks(src_writer, data.block_size), None
-    labels: list[int] = []
+    labels = array("i")  # class ids, 4 bytes each however many texts there are
     path = data.files(split)[-1]  # the file a label comes from
     rows = examples(config, split)
     while chunk := list(itertools.islice(rows, CHUNK)):
         report.read += len(chunk)
-        nonempty = [(n, f) for n, f in chunk if all(field.strip() for field in f)]
+        nonempty = [(n, f) for n, f in chunk if all(map(str.strip, f))]
         report.empty += len(chunk) - len(nonempty)
         src_ids = src_tok.encode_batch([f[0] for _, f in nonempty])
         tgt_ids = tgt.encode_batch([f[1] for _, f in nonempty]) if tgt_writer else [[]] * len(nonempty)
@@ -204,7 +205,7 @@ def _encode_split(
         report.blocks = blocks
     if task == "classify":
         buffer = io.BytesIO()
-        np.save(buffer, np.asarray(labels, dtype=np.int32), allow_pickle=False)
+        np.save(buffer, np.frombuffer(labels, dtype=np.int32), allow_pickle=False)
         atomic_write_bytes(out / f"{split}.labels.npy", buffer.getvalue())
     return report
 

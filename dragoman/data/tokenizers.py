@@ -181,13 +181,14 @@ def train_tokenizer(
     """Learn a tokenizer of `kind` from `texts` (one segment each).
 
     `vocab_size` counts the specials; sentencepiece may give fewer pieces on a small corpus, and
-    for word/char 0 means no limit. `min_freq` applies to word/char. Sentencepiece learns from a
-    uniform sample of `sample_size` texts (all if <= 0), drawn reproducibly from `seed`.
+    for word/char 0 means no limit. `min_freq` applies to word/char. Every kind learns from a
+    uniform sample of `sample_size` texts (all if <= 0), drawn reproducibly from `seed`: `texts` is
+    read once, and a corpus larger than the sample is never held in memory.
     """
     _check_options(kind, vocab_size)
-    if kind in _VOCAB_KINDS:
-        return _VOCAB_KINDS[kind].train(texts, vocab_size, min_freq)
     sample = _sample(texts, sample_size, seed)
+    if kind in _VOCAB_KINDS:
+        return _VOCAB_KINDS[kind].train(sample, vocab_size, min_freq)
     if not any(text.strip() for text in sample):
         raise _no_text_error()
     return _train_sentencepiece(kind, sample, vocab_size)
