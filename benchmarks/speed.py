@@ -681,10 +681,13 @@ def run(command: list[str], log: Path, env: dict, deadline_s: float | None = Non
     if process.returncode != 0 and deadline_s is None:
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"exit status {process.returncode}, see {log}:\n{tail}")
-    if timer:
-        match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", rss_file.read_text())
-        return seconds, int(match[1]) / 1024 if match else float("nan")
-    return seconds, hwm[0]
+    return seconds, read_peak_rss(log) if timer else hwm[0]
+
+
+def read_peak_rss(log: Path) -> float:
+    """Peak RSS in MB that GNU time wrote beside a command's log."""
+    match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", log.with_suffix(".rss").read_text())
+    return int(match[1]) / 1024 if match else float("nan")
 
 
 def _default_sigint() -> None:
@@ -718,13 +721,17 @@ def shared_tokenizer(s: Settings, dragoman: Dragoman) -> None:
     s.vocab.write_text("".join(p + "\n" for p in pieces[4:]))  # each peer adds its own specials
 
 
-def measure_training(systems: list[System], s: Settings, rounds: int) -> dict[str, Trained]:
+def measure_training(systems: list[System], s: Settings, rounds: int, reuse: bool) -> dict[str, Trained]:
+    """Training tokens/s and peak RSS of each round; with `reuse`, read from an earlier run's logs."""
     results = {system.name: Trained() for system in systems}
     for round_ in range(rounds):
         for system in systems:
             log = system.dir / f"train-speed-{round_}.log"
-            print(f"training {system.name} (round {round_ + 1}/{rounds}) ...", file=sys.stderr, flush=True)
-            _, rss = run(system.train_command("speed"), log, system.env)
+            if reuse:
+                rss = read_peak_rss(log)
+            else:
+                print(f"training {system.name} (round {round_ + 1}/{rounds}) ...", file=sys.stderr, flush=True)
+                _, rss = run(system.train_command("speed"), log, system.env)
             rate = harmonic_mean_after(
                 system.windows("speed", log.read_text(errors="replace")), s.warmup_steps
             )
@@ -753,17 +760,19 @@ def train_for_bleu(systems: list[System], s: Settings, parallel: bool) -> None:
 
 
 def measure_decoding(
-    systems: list[System], s: Settings, phase: str, src: Path, rounds: int
+    systems: list[System], s: Settings, phase: str, src: Path, rounds: int, limit_s: float | None
 ) -> tuple[dict, dict, list[str]]:
     """Median decoding seconds per (system, beam), start-up removed; the last outputs; notes.
 
     A median that is not clearly above the start-up time's own jitter (1 s, or a tenth of the
-    start-up) is left out: it would be a ratio of noise (a --quick model that stops at once)."""
+    start-up) is left out: it would be a ratio of noise (a --quick model that stops at once).
+    A decoding still running after `limit_s` is stopped and left out, with a note."""
     one_line = s.work / "one-line.txt"
     one_line.write_text(src.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
     seconds: dict[tuple[str, int], list[float]] = {}
     startups: dict[str, list[float]] = {}
     outputs: dict[tuple[str, int], Path] = {}
+    stopped: set[tuple[str, int]] = set()  # past --decode-limit once: not run again
     for round_ in range(rounds):
         for system in systems:
             print(
@@ -774,13 +783,19 @@ def measure_decoding(
             startup, _ = run(one, logs / "one-line.log", system.env)
             startups.setdefault(system.name, []).append(startup)
             for beam in (1, 5):
+                if (system.name, beam) in stopped:
+                    continue
                 out = logs / f"test-beam{beam}.out"
-                elapsed, _ = run(
-                    system.translate_command(phase, src, out, beam), logs / f"beam{beam}.log", system.env
-                )
+                command = system.translate_command(phase, src, out, beam)
+                elapsed, _ = run(command, logs / f"beam{beam}.log", system.env, deadline_s=limit_s)
+                if limit_s is not None and elapsed >= limit_s:
+                    stopped.add((system.name, beam))
+                    continue
                 seconds.setdefault((system.name, beam), []).append(elapsed - startup)
                 outputs[system.name, beam] = out
     medians, notes = {}, []
+    for name, beam in sorted(stopped):
+        notes.append(f"{name}, beam {beam}: stopped after --decode-limit {limit_s:g} s, left out")
     for (name, beam), values in seconds.items():
         startup = statistics.median(startups[name])
         median = statistics.median(values)
@@ -823,8 +838,9 @@ def build_rows(systems, trained, seconds, outputs, s: Settings, src: Path, ref: 
         refs = ref.read_text(encoding="utf-8").splitlines()
         bleu = rows[f"test BLEU after {s.bleu_minutes:g} min"] = {}
         for system in systems:
-            hyps = outputs[system.name, 5].read_text(encoding="utf-8").splitlines()
-            bleu[system.name] = sacrebleu.corpus_bleu(hyps, [refs]).score
+            if (system.name, 5) in outputs:
+                hyps = outputs[system.name, 5].read_text(encoding="utf-8").splitlines()
+                bleu[system.name] = sacrebleu.corpus_bleu(hyps, [refs]).score
     return rows
 
 
@@ -857,6 +873,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train-rounds", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3, help="decoding rounds (median)")
     parser.add_argument("--bleu-minutes", type=float, default=20.0, help="0 = no BLEU training")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="no training: the figures and models of an earlier run in --work-dir (decoding again)",
+    )
+    parser.add_argument("--decode-limit", type=float, help="seconds; stop a decoding that takes longer")
     parser.add_argument(
         "--bleu-parallel",
         action="store_true",
@@ -904,14 +926,15 @@ def main() -> None:
     for note in notes:
         print(note, file=sys.stderr)
 
-    shared_tokenizer(s, dragoman)
+    if not args.reuse:  # (preparing again would copy the speed run's weights over the BLEU run's)
+        shared_tokenizer(s, dragoman)
     trainers = [system for system in systems if system.trains]
-    trained = measure_training(trainers, s, args.train_rounds)
+    trained = measure_training(trainers, s, args.train_rounds, args.reuse)
     phase = "bleu" if args.bleu_minutes > 0 else "speed"
-    if phase == "bleu":
+    if phase == "bleu" and not args.reuse:
         train_for_bleu(trainers, s, args.bleu_parallel)
     for system in systems:
-        if isinstance(system, CTranslate2):
+        if isinstance(system, CTranslate2) and not (args.reuse and (system.dir / phase).exists()):
             system.convert(phase)
 
     src_lang, tgt_lang = base["data"]["src"], base["data"]["tgt"]
@@ -921,7 +944,7 @@ def main() -> None:
             lines = path.read_text(encoding="utf-8").splitlines()[: args.test_lines]
             (work / f"test.{name}").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         src, ref = work / "test.src", work / "test.ref"
-    seconds, outputs, decode_notes = measure_decoding(systems, s, phase, src, args.rounds)
+    seconds, outputs, decode_notes = measure_decoding(systems, s, phase, src, args.rounds, args.decode_limit)
     notes += decode_notes
     rows = build_rows(systems, trained, seconds, outputs, s, src, ref if phase == "bleu" else None)
 
