@@ -1,9 +1,10 @@
 """dragoman against JoeyNMT 2.3.0, OpenNMT-py 3.5.1 and CTranslate2: one matched model, one table.
 
-    nice -n 10 python benchmarks/speed.py                       # Transformer, about 2 hours
-    nice -n 10 python benchmarks/speed.py --arch lstm-bahdanau  # the RNN path, about as long
-    nice -n 10 python benchmarks/speed.py --quick               # is everything wired? 5-20 min
-    python benchmarks/speed.py --bleu-parallel                  # the README's run: about 1 hour
+    nice -n 10 python benchmarks/speed.py                         # Transformer, about 2 hours
+    nice -n 10 python benchmarks/speed.py --arch lstm-bahdanau    # the RNN path, about as long
+    nice -n 10 python benchmarks/speed.py --quick                 # is everything wired? 5-20 min
+    python benchmarks/speed.py --bleu-parallel                    # the README's run: about 1 hour
+    nice -n 10 python benchmarks/speed.py --reuse --same-weights  # decoding only, ONE model for all
 
 A full run is 3 × --bleu-minutes of training (1 h by default), ~10 min of timed training and
 ~30 min of decoding (3 rounds × 5 systems × 2000 lines, twice); --bleu-minutes 0 skips the hour,
@@ -22,11 +23,11 @@ as sentences × longest side: dragoman max(source, target + 1) and closes a batc
 pass the size, OpenNMT-py max(source, target + 2), JoeyNMT max(source + 1, target + 1) and closes
 it once it reaches the size. dragoman and OpenNMT-py sort by length before batching; JoeyNMT 2.3
 does not bucket, so its batches carry far more padding (about 1,600 source + target tokens a
-step against OpenNMT-py's 6,900 in one --quick run). All use label smoothing 0.1, gradient-norm clipping 1.0, a per-token loss,
-shared source/target embeddings and, where the sizes allow, a tied output layer, and the same
-Adam betas and peak learning rate; the schedule is each toolkit's own equivalent: dragoman
-inverse_sqrt = JoeyNMT warmupinversesquareroot (same peak, same warm-up) = OpenNMT-py noam with
-learning_rate = peak × sqrt(d_model × warmup); the LSTM's constant rate is JoeyNMT's
+step against OpenNMT-py's 6,900 in one --quick run). All use label smoothing 0.1, gradient-norm
+clipping 1.0, a per-token loss, shared source/target embeddings and, where the sizes allow, a tied
+output layer, and the same Adam betas and peak learning rate; the schedule is each toolkit's own
+equivalent: dragoman inverse_sqrt = JoeyNMT warmupinversesquareroot (same peak, same warm-up) =
+OpenNMT-py noam with learning_rate = peak × sqrt(d_model × warmup); the LSTM's constant rate is JoeyNMT's
 "exponential" schedule with factor 1.0 (2.3 refuses none, and its plateau breaks on torch 2.13).
 OpenNMT-py gets num_workers 0 (default 2) so that --threads is all the parallelism everywhere.
 
@@ -36,10 +37,30 @@ LSTM both peers query the attention with the new decoder state (Luong's order; d
 uses the previous one), their attentional vector has the decoder's width (512), so their output
 layer cannot be tied to the 256-wide embeddings, and OpenNMT-py's bridge is a ReLU layer per state
 (dragoman's and JoeyNMT's tanh): 7.0M parameters in dragoman's LSTM model, 10.1M in JoeyNMT's,
-10.0M in OpenNMT-py's (the Transformers: 7.58M, 7.58M, 7.57M). The output length limit is dragoman's 1.5 × source + 10 per
-sentence; JoeyNMT uses 1.5 × the batch's longest source, OpenNMT-py min(160, 1.5 × the batch's
-longest source + 5), CTranslate2 160. Beam search uses GNMT's length penalty with alpha 1 (CTranslate2: length**1).
+10.0M in OpenNMT-py's (the Transformers: 7.58M, 7.58M, 7.57M). The output length limit is
+dragoman's 1.5 × source + 10 per sentence; JoeyNMT uses 1.5 × the batch's longest source,
+OpenNMT-py min(160, 1.5 × the batch's longest source + 5), CTranslate2 160; dragoman and
+CTranslate2 (max_input_length) cut inputs to 100 pieces, OpenNMT-py and JoeyNMT translate them
+whole (5 of the 2000 test lines are longer).
+Beam search uses GNMT's length penalty with alpha 1 (CTranslate2: length**1), but each toolkit its
+own stopping rule: dragoman ends a sentence when no live beam can beat its finished ones,
+OpenNMT-py and JoeyNMT when the best beam ends.
 JoeyNMT decodes its input in file order (no length sorting), the others sort by length.
+
+Decoding speed is like-for-like only on one model: the systems' own --bleu-minutes models differ
+(in a 20-minute run the peers' still produced long garbage). With --same-weights every system
+decodes dragoman's model (the --bleu-minutes one, else the speed-run one), which
+benchmarks/peer_weights.py, run in each peer's environment, writes as an OpenNMT-py checkpoint
+(WORK_DIR/ARCH/onmt/same/model.pt; CTranslate2 converts it as usual) and a JoeyNMT model directory
+(joeynmt/same). The conversion is exact (same layers, sinusoids, sqrt(D) embedding scale, tied
+output and vocabulary rows: see that file), and JoeyNMT's launcher stops it appending EOS to the
+source, which dragoman's model never saw. On the first 200 test lines (the 20-minute model), greedy
+outputs equal dragoman's on 94.5% of the lines with OpenNMT-py and CT2 float32, 94.0% with JoeyNMT;
+every other line but one differs only where a length limit cut one of the two outputs (one is a
+prefix of the other), and that one is the 182-piece input that dragoman and CTranslate2 cut (CT2
+int8, quantized: 85.0% equal). With beam 5, where the stopping rules (and CTranslate2's penalty) differ too:
+87.0% (OpenNMT-py), 95.5% (JoeyNMT), 59.5% (CT2 float32); in most lines that differ, dragoman's
+output has the higher length-normalised score under the model.
 
 Workarounds for the peers as installed (torch 2.13, sentencepiece 0.2.3), all in this file:
 JoeyNMT calls SentencePieceProcessor.SetVocabulary, gone from sentencepiece 0.2.1+ (a no-op here,
@@ -65,17 +86,17 @@ How each figure is measured:
 - decoding: each system translates the test set (--test-lines) greedy and with beam 5, batches of
   --batch-tokens source tokens, from the model it trained in this run: the --bleu-minutes model,
   or without one the short speed-run model (whose garbage, empty or max-length, says little about
-  real decoding). Each round runs every system in turn on one line and on the whole file; decoding
-  seconds = whole file − one line, which removes interpreter start-up and model loading alike for
-  all; the median over --rounds rounds (left out, with a note, when it is within the start-up's
-  jitter). Sentences/s = lines / s; tokens/s
-  = output pieces of the shared SentencePiece model / s. CTranslate2 decodes OpenNMT-py's model
+  real decoding); with --same-weights, dragoman's model converted (above). Each round runs every
+  system in turn on one line and on the whole file; decoding seconds = whole file − one line,
+  which removes interpreter start-up and model loading alike for all; the median over --rounds
+  rounds (left out, with a note, when it is within the start-up's jitter). Sentences/s = lines / s;
+  tokens/s = output pieces of the shared SentencePiece model / s. CTranslate2 decodes OpenNMT-py's model
   converted by ct2-opennmt-py-converter (float32, int8), from a small script in the OpenNMT-py
   environment (intra_threads = --threads, batch_type "tokens"); it converts Transformers only.
 - test BLEU (sacreBLEU, beam 5, whole test set): each system trains --bleu-minutes of wall-clock
   time from process start (start-up and data loading count), then gets SIGINT; JoeyNMT saves its
   weights on the interrupt, dragoman and OpenNMT-py keep their last checkpoint, saved every
-  --bleu-save-every steps.
+  --bleu-save-every steps. With --same-weights: dragoman's model as each system decodes it.
 Ratios are dragoman / peer: above 1 dragoman is faster (for RSS: uses more memory).
 """
 
@@ -106,6 +127,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")  # ids 0-3 of dragoman's SentencePiece model
 MAX_LEN = 100  # pieces; longer training pairs are dropped by every system
 DRAGOMAN = [sys.executable, "-m", "dragoman"]  # the `dragoman` command of this Python
+PEER_WEIGHTS = Path(__file__).with_name("peer_weights.py")  # dragoman's weights for the peers
+SAME = "same"  # the phase (model directory) of the converted weights: --same-weights
 
 
 @dataclass
@@ -122,6 +145,7 @@ class Settings:
     bleu_minutes: float
     bleu_save_every: int
     test_lines: int | None
+    same_weights: Path | None = None  # the dragoman model every system decodes (--same-weights)
 
     @property
     def spm(self) -> Path:
@@ -240,8 +264,9 @@ class Dragoman(System):
 
     def translate_command(self, phase: str, src: Path, out: Path, beam: int) -> list[str]:
         decode = self.s.base["decode"]
+        model = self.s.same_weights if phase == SAME else self.dir / phase
         return [
-            *DRAGOMAN, "translate", str(self.dir / phase), "-i", str(src), "-o", str(out),
+            *DRAGOMAN, "translate", str(model), "-i", str(src), "-o", str(out),
             "--beam", str(beam), "--batch-tokens", str(self.s.batch_tokens),
             "--length-penalty", str(decode["length_penalty"]),
             "--max-len-a", str(decode["max_len_a"]), "--max-len-b", str(decode["max_len_b"]),
@@ -285,6 +310,18 @@ sys.stdin, sys.stdout = open(sys.argv.pop(3), encoding="utf-8"), open(sys.argv.p
 main()
 sys.stdout.close()
 """
+)
+# Decoding dragoman's weights (--same-weights), JoeyNMT is not to append EOS to the source, which
+# dragoman's model never saw (the source is encoded with bos=False, eos=True, a target prefix with
+# bos=True).
+JOEY_TRANSLATE_SAME = (
+    JOEY_SHIM
+    + """
+import joeynmt.vocabulary as V
+to_ids = V.Vocabulary.sentences_to_ids
+V.Vocabulary.sentences_to_ids = lambda self, lines, bos=True, eos=True: to_ids(self, lines, bos, eos and bos)
+"""
+    + JOEY_TRANSLATE.removeprefix(JOEY_SHIM)
 )
 
 
@@ -423,9 +460,20 @@ class JoeyNMT(System):
         pattern = r"WINDOW step=(\d+) src=(\d+) tgt=(\d+) seconds=([\d.]+)"
         return [(int(n), (int(a) + int(b)) / float(t)) for n, a, b, t in re.findall(pattern, log)]
 
+    def convert_same(self) -> None:
+        """dragoman's model as a JoeyNMT model directory, DIR/same (config.yaml, latest.ckpt, ...)."""
+        command = [str(self.python), str(PEER_WEIGHTS), "joeynmt", str(self.s.same_weights)]
+        run([*command, str(self.dir / SAME)], self.dir / "convert-same.log", self.env)
+
     def translate_command(self, phase: str, src: Path, out: Path, beam: int) -> list[str]:
-        path = write_yaml(self.dir / f"{phase}-beam{beam}.yaml", self.config(phase, beam=beam))
-        return [str(self.python), "-c", JOEY_TRANSLATE, "translate", str(path), str(src), str(out)]
+        if phase == SAME:  # the converted model's config, with this run's search settings
+            config = yaml.safe_load((self.dir / SAME / "config.yaml").read_text())
+            config["testing"] = self.config(phase, beam=beam)["testing"]  # loads DIR/same/latest.ckpt
+            launcher = JOEY_TRANSLATE_SAME
+        else:
+            config, launcher = self.config(phase, beam=beam), JOEY_TRANSLATE
+        path = write_yaml(self.dir / f"{phase}-beam{beam}.yaml", config)
+        return [str(self.python), "-c", launcher, "translate", str(path), str(src), str(out)]
 
 
 class OpenNMT(System):
@@ -539,6 +587,8 @@ class OpenNMT(System):
         }
 
     def checkpoint(self, phase: str) -> Path:
+        if phase == SAME:
+            return self.dir / SAME / "model.pt"
         saved = sorted((self.dir / phase).glob("model_step_*.pt"), key=lambda p: int(p.stem.split("_")[-1]))
         if not saved:
             raise RuntimeError(f"OpenNMT-py saved no checkpoint in {self.dir / phase}")
@@ -548,6 +598,11 @@ class OpenNMT(System):
         shutil.rmtree(self.dir / phase, ignore_errors=True)
         path = write_yaml(self.dir / f"{phase}.yaml", self.config(phase))
         return [str(self.bin / "onmt_train"), "-config", str(path)]
+
+    def convert_same(self) -> None:
+        """dragoman's model as an OpenNMT-py checkpoint, DIR/same/model.pt."""
+        command = [str(self.bin / "python"), str(PEER_WEIGHTS), "onmt", str(self.s.same_weights)]
+        run([*command, str(self.checkpoint(SAME))], self.dir / "convert-same.log", self.env)
 
     def windows(self, phase: str, log: str) -> list[tuple[int, float]]:
         pattern = r"Step\s+(\d+)/\s*\d+;.*?(\d+)/\s*(\d+) tok/s;"
@@ -570,13 +625,14 @@ class OpenNMT(System):
 
 CT2_TRANSLATE = """
 import sys, ctranslate2, sentencepiece
-model, spm, src, out, beam, threads, batch_tokens, alpha, limit = sys.argv[1:]
+model, spm, src, out, beam, threads, batch_tokens, alpha, limit, max_input = sys.argv[1:]
 sp = sentencepiece.SentencePieceProcessor(model_file=spm)
 translator = ctranslate2.Translator(model, device="cpu", intra_threads=int(threads), inter_threads=1)
 lines = open(src, encoding="utf-8").read().splitlines()
 results = translator.translate_batch(
     sp.encode(lines, out_type=str), max_batch_size=int(batch_tokens), batch_type="tokens",
     beam_size=int(beam), length_penalty=float(alpha), max_decoding_length=int(limit),
+    max_input_length=int(max_input),
 )
 with open(out, "w", encoding="utf-8") as f:
     f.writelines(sp.decode(r.hypotheses[0]) + "\\n" for r in results)
@@ -635,7 +691,7 @@ class CTranslate2(System):
         decode = self.s.base["decode"]
         limit = int(decode["max_len_a"] * MAX_LEN + decode["max_len_b"])
         args = [self.dir / phase, self.s.spm, src, out, beam, self.s.threads, self.s.batch_tokens]
-        args += [decode["length_penalty"] if beam > 1 else 0.0, limit]
+        args += [decode["length_penalty"] if beam > 1 else 0.0, limit, MAX_LEN]  # inputs cut as dragoman's
         return [str(self.onmt.bin / "python"), "-c", CT2_TRANSLATE, *map(str, args)]
 
 
@@ -727,10 +783,14 @@ def measure_training(systems: list[System], s: Settings, rounds: int, reuse: boo
     for round_ in range(rounds):
         for system in systems:
             log = system.dir / f"train-speed-{round_}.log"
+            if reuse and not log.exists():  # (--same-weights: the peers need not have trained)
+                continue
             if reuse:
                 rss = read_peak_rss(log)
             else:
-                print(f"training {system.name} (round {round_ + 1}/{rounds}) ...", file=sys.stderr, flush=True)
+                print(
+                    f"training {system.name} (round {round_ + 1}/{rounds}) ...", file=sys.stderr, flush=True
+                )
                 _, rss = run(system.train_command("speed"), log, system.env)
             rate = harmonic_mean_after(
                 system.windows("speed", log.read_text(errors="replace")), s.warmup_steps
@@ -822,8 +882,8 @@ def build_rows(systems, trained, seconds, outputs, s: Settings, src: Path, ref: 
     sp = spm.SentencePieceProcessor(model_file=str(s.spm))
     lines = len(src.read_text(encoding="utf-8").splitlines())
     rows: dict[str, dict[str, float]] = {
-        "train tok/s": {n: statistics.median(t.rates) for n, t in trained.items()},
-        "train peak RSS MB": {n: max(t.rss_mb) for n, t in trained.items()},
+        "train tok/s": {n: statistics.median(t.rates) for n, t in trained.items() if t.rates},
+        "train peak RSS MB": {n: max(t.rss_mb) for n, t in trained.items() if t.rss_mb},
     }
     for beam, label in ((1, "greedy"), (5, "beam-5")):
         rows[f"{label} sent/s"], rows[f"{label} tok/s"] = {}, {}
@@ -836,7 +896,8 @@ def build_rows(systems, trained, seconds, outputs, s: Settings, src: Path, ref: 
             rows[f"{label} tok/s"][system.name] = tokens / seconds[system.name, beam]
     if ref is not None:
         refs = ref.read_text(encoding="utf-8").splitlines()
-        bleu = rows[f"test BLEU after {s.bleu_minutes:g} min"] = {}
+        label = f"after {s.bleu_minutes:g} min" if s.same_weights is None else "of dragoman's model"
+        bleu = rows[f"test BLEU {label}"] = {}
         for system in systems:
             if (system.name, 5) in outputs:
                 hyps = outputs[system.name, 5].read_text(encoding="utf-8").splitlines()
@@ -849,6 +910,8 @@ def table(rows: dict, names: list[str]) -> str:
     header = ["figure", *names, *(f"dragoman/{p}" for p in peers)]
     out = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for figure, values in rows.items():
+        if not values:  # (--reuse --same-weights where the peers never trained)
+            continue
         digits = 1 if ("BLEU" in figure or "sent/s" in figure) else 0
         cells = [fmt(values.get(n), digits) for n in names]
         base = values.get("dragoman")
@@ -880,6 +943,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--decode-limit", type=float, help="seconds; stop a decoding that takes longer")
     parser.add_argument(
+        "--same-weights",
+        action="store_true",
+        help="every system decodes dragoman's model (the BLEU one, else the speed one), converted",
+    )
+    parser.add_argument(
         "--bleu-parallel",
         action="store_true",
         help="train the BLEU models all at once, one thread each (instead of one after the other)",
@@ -897,6 +965,8 @@ def parse_args() -> argparse.Namespace:
     if args.quick:
         args.warmup_steps, args.train_steps, args.log_every = 10, 20, 10
         args.rounds, args.bleu_minutes, args.test_lines = 1, 0.0, args.test_lines or 200
+    if args.same_weights and args.arch != "transformer":
+        parser.error("--same-weights converts Transformers only")
     if args.warmup_steps % args.log_every or args.train_steps % args.log_every:
         parser.error("--warmup-steps and --train-steps must be multiples of --log-every")
     return args
@@ -933,9 +1003,19 @@ def main() -> None:
     phase = "bleu" if args.bleu_minutes > 0 else "speed"
     if phase == "bleu" and not args.reuse:
         train_for_bleu(trainers, s, args.bleu_parallel)
+    decoded = phase  # the models decoded: each system's own, or with --same-weights dragoman's
+    if args.same_weights:
+        if not (dragoman.dir / phase / "model.safetensors").exists():
+            phase = "speed"  # (--reuse of a run without BLEU training)
+        s.same_weights, decoded = dragoman.dir / phase, SAME
+        for system in systems:
+            if isinstance(system, (OpenNMT, JoeyNMT)):
+                print(f"converting dragoman's model for {system.name} ...", file=sys.stderr, flush=True)
+                system.convert_same()
     for system in systems:
-        if isinstance(system, CTranslate2) and not (args.reuse and (system.dir / phase).exists()):
-            system.convert(phase)
+        if isinstance(system, CTranslate2):
+            if decoded == SAME or not (args.reuse and (system.dir / decoded).exists()):
+                system.convert(decoded)
 
     src_lang, tgt_lang = base["data"]["src"], base["data"]["tgt"]
     src, ref = s.data / f"test.{src_lang}", s.data / f"test.{tgt_lang}"
@@ -944,20 +1024,22 @@ def main() -> None:
             lines = path.read_text(encoding="utf-8").splitlines()[: args.test_lines]
             (work / f"test.{name}").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         src, ref = work / "test.src", work / "test.ref"
-    seconds, outputs, decode_notes = measure_decoding(systems, s, phase, src, args.rounds, args.decode_limit)
+    seconds, outputs, decode_notes = measure_decoding(
+        systems, s, decoded, src, args.rounds, args.decode_limit
+    )
     notes += decode_notes
     rows = build_rows(systems, trained, seconds, outputs, s, src, ref if phase == "bleu" else None)
 
-    model = (
-        "short speed-run models (garbage output)"
-        if phase == "speed"
-        else f"{args.bleu_minutes:g}-minute models"
-    )
+    model = "short speed-run model" if phase == "speed" else f"{args.bleu_minutes:g}-minute model"
+    if args.same_weights:
+        model = f"dragoman's {model}, converted for every peer (--same-weights)"
+    else:
+        model = f"each system's own {model}" + (" (garbage output)" if phase == "speed" else "")
     summary = (
         f"{args.arch} (configs/{args.arch}.yaml) on {s.data.name}, {args.threads} threads, "
         f"{args.batch_tokens}-token batches; training {args.warmup_steps} + {args.train_steps} steps "
         f"(median of {args.train_rounds}); decoding {len(src.read_text().splitlines())} test lines with "
-        f"the {model}, median of {args.rounds}; torch {version('torch')} everywhere"
+        f"{model}, median of {args.rounds}; torch {version('torch')} everywhere"
     )
     parts = [summary, "\n".join(f"- {note}" for note in notes), table(rows, [x.name for x in systems])]
     text = "\n\n".join(part for part in parts if part)

@@ -12,8 +12,9 @@ DDP keeps a whole copy of the model, its gradients and its optimizer state on ev
 model runs: for models whose training state does not fit one device. Checkpoints hold whole
 tensors either way, the same files a single process writes and reads.
 
-Without torchrun (no WORLD_SIZE, or WORLD_SIZE=1) there is no process group, and every function
-here is the identity or does nothing.
+Without torchrun there is no process group, and every function here is the identity or does
+nothing. `torchrun --nproc_per_node=1` makes a group of one: the same code path as many processes
+(DDP, NCCL on a GPU), for checking it on one device.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ from torch.nn.parallel import DistributedDataParallel
 from dragoman.errors import DragomanError
 
 T = TypeVar("T")
+log = logging.getLogger("dragoman")
 
 
 def _launched() -> bool:
-    """Whether torchrun started this process as one of several."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Whether torchrun (which names its run in TORCHELASTIC_RUN_ID) or a launcher like it started
+    this process."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def start(device: torch.device) -> torch.device:
@@ -57,7 +60,8 @@ def start(device: torch.device) -> torch.device:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if not is_main():  # one log, rank 0's; warnings and errors from every rank
-        logging.getLogger("dragoman").setLevel(logging.WARNING)
+        log.setLevel(logging.WARNING)
+    log.info("process group: %d processes, %s", size(), dist.get_backend())
     return device
 
 
@@ -147,12 +151,12 @@ def main_first(work: Callable[[], Any]) -> None:
 
 def wrap(model: nn.Module, kind: str, device: torch.device) -> nn.Module:
     """The model as every rank trains it: in DDP, or cut into FSDP shards; the model itself in a
-    single process.
+    single process (without torchrun).
 
     FSDP shards the model as one unit, gathering all its weights for a forward and backward pass:
     the models reach into their layers from outside them (the Transformer projects the memory for
     every decoder layer's cross-attention at once), which per-layer units would not allow."""
-    if size() == 1:
+    if not dist.is_initialized():
         return model
     if kind == "ddp":
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

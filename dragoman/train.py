@@ -146,21 +146,23 @@ def autocast(config: Config, device: torch.device) -> torch.autocast:
 
 def train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, batches: list[Batch], config: Config
-) -> float:
-    """One optimizer step over `batches` (gradient accumulation); returns the loss per token.
+) -> Tensor:
+    """One optimizer step over `batches` (gradient accumulation); returns the loss per token, as a
+    tensor on the model's device: on a GPU, reading it waits for the step to finish, so the loop
+    reads it only when it logs, and queues the next steps meanwhile.
 
     Under torchrun each rank divides its summed loss by the mean token count of the ranks: DDP then
     averages the gradients, so the step is the gradient of the loss summed over every rank's tokens
     divided by their total, as in one process taking all the ranks' batches at once. The loss
     returned is this rank's share; its mean over the ranks is the loss per token."""
     tokens = distributed.mean(sum(b.tgt_tokens for b in batches))
-    total = 0.0
+    total = torch.zeros((), device=batches[0].tgt_out.device)
     for i, batch in enumerate(batches):
         with distributed.syncing(model, last=i == len(batches) - 1):
             with autocast(config, batch.tgt_out.device):
                 loss = batch_loss(predict(model, batch), batch, config.train.label_smoothing) / tokens
             loss.backward()
-        total += loss.item()
+        total += loss.detach()
     if config.train.l1 > 0:  # Σ|w| over weight matrices (not biases, norms or frozen vectors)
         weights = [p for p in model.parameters() if p.dim() > 1 and p.requires_grad]
         (config.train.l1 * torch.stack([w.abs().sum() for w in weights]).sum()).backward()
@@ -266,6 +268,9 @@ class Run:
         if saved:  # into the whole model, before FSDP cuts it into shards
             load_weights(model, saved / "model.safetensors")
         if cfg.compile:  # torch.compile the forward pass: slow first steps (per shape), faster later
+            # one graph under DDP too: Dynamo's split of it at DDP's buckets failed on a GPU (torch
+            # 2.11); DDP then all-reduces the gradients after the backward pass, not during it
+            torch._dynamo.config.optimize_ddp = False
             model.compile(dynamic=True)
         model = distributed.wrap(model, cfg.distributed, device)  # under torchrun: DDP or FSDP
         optimizer = build_optimizer(model.parameters(), cfg.optimizer)
@@ -380,7 +385,7 @@ def train(config: Config, resume: bool = False) -> Path:
         window_tokens += sum(b.src_tokens + b.tgt_tokens for b in group)
 
         if progress.step % cfg.log_every == 0:
-            loss = distributed.mean(loss)  # per token of all the ranks' batches
+            loss = distributed.mean(loss.item())  # per token of all the ranks' batches
             lr = run.optimizer.param_groups[0]["lr"]
             speed = distributed.total(window_tokens) / (time.perf_counter() - window_start)
             window_tokens, window_start = 0, time.perf_counter()

@@ -279,3 +279,27 @@ def test_torchrun_resumes_an_fsdp_run_and_saves_whole_weights(data, runs, one_pr
     assert got.keys() == expected.keys()  # tied weights stored once, under the one-process names
     _assert_close(list(got.values()), list(expected.values()))
     Translator.load(model_dir).translate(["a b c"])  # whole weights, as one process loads them
+
+
+def test_torchrun_with_one_process_trains_in_a_process_group_of_one(monkeypatch):
+    # the path of many processes (DDP; NCCL on a GPU) on a single device
+    from torch.nn.parallel import DistributedDataParallel
+
+    from dragoman import distributed
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"TORCHELASTIC_RUN_ID": "none", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
+    for name, value in {**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(name, value)
+    distributed.start(torch.device("cpu"))
+    try:
+        assert torch.distributed.is_initialized() and distributed.size() == 1
+        model = distributed.wrap(torch.nn.Linear(2, 2), "ddp", torch.device("cpu"))
+        assert isinstance(model, DistributedDataParallel)
+        model(torch.ones(1, 2)).sum().backward()  # gradients all-reduced over the group of one
+        del model
+    finally:
+        distributed.stop()
+    assert not torch.distributed.is_initialized()

@@ -11,7 +11,8 @@ PairBatches (seq2seq: source → target), LabelBatches (classify: text → class
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,22 +27,23 @@ class Batch:
     src: Tensor | None  # (B, S) source ids, PAD-padded; None for a decoder-only model
     tgt_in: Tensor | None  # (B, T) BOS y1 … yn; None for a classifier
     tgt_out: Tensor  # (B, T) y1 … yn EOS; for a classifier (B,) class ids
+    # Counted where the batch is made (on the CPU) and kept by `to`: counting on a GPU would make
+    # the training loop wait for the GPU at every step.
+    src_tokens: int = field(init=False)  # non-padding source tokens
+    tgt_tokens: int = field(init=False)  # the number of predictions: target tokens, or texts
 
-    @property
-    def src_tokens(self) -> int:
-        return 0 if self.src is None else int((self.src != PAD).sum())
-
-    @property
-    def tgt_tokens(self) -> int:
-        """The number of predictions: target tokens, or texts for a classifier."""
-        return len(self.tgt_out) if self.tgt_in is None else int((self.tgt_out != PAD).sum())
+    def __post_init__(self) -> None:
+        self.src_tokens = 0 if self.src is None else int((self.src != PAD).sum())
+        classify = self.tgt_in is None
+        self.tgt_tokens = len(self.tgt_out) if classify else int((self.tgt_out != PAD).sum())
 
     def to(self, device: torch.device) -> Batch:
-        moved = (
+        moved = copy.copy(self)
+        moved.src, moved.tgt_in, moved.tgt_out = (
             None if t is None else t.to(device, non_blocking=True)
             for t in (self.src, self.tgt_in, self.tgt_out)
         )
-        return Batch(*moved)
+        return moved
 
 
 def pad(sequences: list[np.ndarray], prefix: int | None = None, suffix: int | None = None) -> Tensor:

@@ -8,11 +8,17 @@ torch.nn.functional.scaled_dot_product_attention).
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+# On a GPU, SDPA's kernels but cuDNN's: cuDNN builds a plan for every new shape (~10 ms of CPU per
+# call on an H100, torch 2.11), and batches of varying lengths keep bringing new shapes.
+SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 class Dropout(nn.Module):
@@ -178,14 +184,15 @@ class MultiHeadAttention(nn.Module):
             # In bf16 on the CPU, SDPA's kernels are 3-5x slower than these matmuls (torch 2.13).
             out = self.dropout(self.weights(query, key, mask, causal)) @ value
         else:
-            out = F.scaled_dot_product_attention(
-                query,
-                key,
-                value,
-                attn_mask=mask,
-                dropout_p=self.dropout.p if self.training else 0.0,
-                is_causal=causal,
-            )
+            with sdpa_kernel(SDPA_BACKENDS) if query.is_cuda else nullcontext():
+                out = F.scaled_dot_product_attention(
+                    query,
+                    key,
+                    value,
+                    attn_mask=mask,
+                    dropout_p=self.dropout.p if self.training else 0.0,
+                    is_causal=causal,
+                )
         B, H, T, Dh = out.shape
         return self.out(out.transpose(1, 2).reshape(B, T, H * Dh))  # (B, T, D)
 
