@@ -264,13 +264,27 @@ class Dragoman(System):
 
     def translate_command(self, phase: str, src: Path, out: Path, beam: int) -> list[str]:
         decode = self.s.base["decode"]
-        model = self.s.same_weights if phase == SAME else self.dir / phase
+        model = self.s.same_weights if phase == SAME else self.s.work / Dragoman.slug / phase
         return [
             *DRAGOMAN, "translate", str(model), "-i", str(src), "-o", str(out),
             "--beam", str(beam), "--batch-tokens", str(self.s.batch_tokens),
             "--length-penalty", str(decode["length_penalty"]),
             "--max-len-a", str(decode["max_len_a"]), "--max-len-b", str(decode["max_len_b"]),
         ]  # fmt: skip
+
+
+class DragomanPrecision(Dragoman):
+    """dragoman's model decoded in bf16 or int8 (`dragoman translate --precision`): no training."""
+
+    trains = False
+
+    def __init__(self, s: Settings, precision: str) -> None:
+        super().__init__(s)
+        self.precision, self.name, self.slug = precision, f"dragoman {precision}", f"dragoman-{precision}"
+        self.dir = s.work / self.slug
+
+    def translate_command(self, phase: str, src: Path, out: Path, beam: int) -> list[str]:
+        return [*super().translate_command(phase, src, out, beam), "--precision", self.precision]
 
 
 # sentencepiece 0.2.1+ dropped SetVocabulary, which JoeyNMT 2.3 calls to restrict encoding to the
@@ -906,7 +920,7 @@ def build_rows(systems, trained, seconds, outputs, s: Settings, src: Path, ref: 
 
 
 def table(rows: dict, names: list[str]) -> str:
-    peers = [n for n in names if n != "dragoman"]
+    peers = [n for n in names if not n.startswith("dragoman")]
     header = ["figure", *names, *(f"dragoman/{p}" for p in peers)]
     out = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for figure, values in rows.items():
@@ -917,6 +931,24 @@ def table(rows: dict, names: list[str]) -> str:
         base = values.get("dragoman")
         ratios = [f"{base / values[p]:.2f}" if base is not None and values.get(p) else "-" for p in peers]
         out.append("| " + " | ".join([figure, *cells, *ratios]) + " |")
+    return "\n".join(out)
+
+
+def precision_table(rows: dict, names: list[str]) -> str:
+    """The decoding figures of dragoman in each --precision over each peer's (float32 unless named)."""
+    ours = [n for n in names if n.startswith("dragoman")]
+    peers = [n for n in names if not n.startswith("dragoman")]
+    header = ["figure", "dragoman", "value", *(f"over {p}" for p in peers)]
+    out = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for figure, values in rows.items():
+        if figure.startswith("train"):
+            continue
+        for name in ours:
+            if values.get(name) is None:
+                continue
+            ratios = [f"{values[name] / values[p]:.2f}" if values.get(p) else "-" for p in peers]
+            digits = 1 if ("BLEU" in figure or "sent/s" in figure) else 0
+            out.append("| " + " | ".join([figure, name, fmt(values[name], digits), *ratios]) + " |")
     return "\n".join(out)
 
 
@@ -942,6 +974,13 @@ def parse_args() -> argparse.Namespace:
         help="no training: the figures and models of an earlier run in --work-dir (decoding again)",
     )
     parser.add_argument("--decode-limit", type=float, help="seconds; stop a decoding that takes longer")
+    parser.add_argument(
+        "--precisions",
+        nargs="*",
+        choices=["bf16", "int8"],
+        default=[],
+        help="also decode dragoman's model in these precisions (translate --precision), one more table",
+    )
     parser.add_argument(
         "--same-weights",
         action="store_true",
@@ -990,6 +1029,7 @@ def main() -> None:
         onmt,
         CTranslate2(s, onmt, "float32"),
         CTranslate2(s, onmt, "int8"),
+        *(DragomanPrecision(s, precision) for precision in args.precisions),
     ]
     notes = [c.missing for c in candidates if c.missing]
     systems = [c for c in candidates if not c.missing]
@@ -1041,7 +1081,10 @@ def main() -> None:
         f"(median of {args.train_rounds}); decoding {len(src.read_text().splitlines())} test lines with "
         f"{model}, median of {args.rounds}; torch {version('torch')} everywhere"
     )
-    parts = [summary, "\n".join(f"- {note}" for note in notes), table(rows, [x.name for x in systems])]
+    names = [x.name for x in systems]
+    parts = [summary, "\n".join(f"- {note}" for note in notes), table(rows, names)]
+    if args.precisions:
+        parts.append(precision_table(rows, names))
     text = "\n\n".join(part for part in parts if part)
     print(text)
     out = args.out or work / f"{args.arch}.md"
