@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-# On a GPU, every SDPA kernel except cuDNN's: cuDNN builds a plan for every new shape (~10 ms of CPU per
-# call on an H100, torch 2.11), and batches of varying lengths keep bringing new shapes.
+# On a GPU, every SDPA kernel except cuDNN's: cuDNN builds a plan for every new shape (~10 ms of
+# CPU per call on an H100, torch 2.11), and batches of varying lengths keep bringing new shapes.
 SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
